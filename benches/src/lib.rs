@@ -1,0 +1,2 @@
+//! Shared helpers of gomalloc's benchmarks (the criterion benches live in
+//! `benches/benches/`).

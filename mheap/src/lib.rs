@@ -1,0 +1,1 @@
+//! mheap (placeholder while being written)

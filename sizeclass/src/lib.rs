@@ -1,0 +1,1 @@
+//! sizeclass (placeholder while being written)

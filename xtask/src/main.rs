@@ -1,0 +1,2 @@
+//! xtask (placeholder while being written)
+fn main() {}
