@@ -1,0 +1,73 @@
+//! `OsPageSource` really gives memory back: resident memory falls after
+//! `MADV_DONTNEED`. It lives in its own test binary (its own process), so no
+//! other test's allocations move the resident set while it measures; it keeps
+//! one test function for the same reason.
+
+#![cfg(target_os = "linux")]
+
+use core::ptr::NonNull;
+
+use mheap::source::{OsPageSource, PageSource, ReleaseAdvice, SOURCE_GRANULE};
+
+const MIB: usize = 1 << 20;
+
+/// Resident bytes of this process: the second field of `/proc/self/statm`
+/// (in pages) times the page size.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .expect("statm has a resident field");
+    // SAFETY: `sysconf` only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page).expect("page size")
+}
+
+/// Writes every OS page of `len` bytes at `p`.
+fn touch(p: NonNull<u8>, len: usize) {
+    for off in (0..len).step_by(4096) {
+        // SAFETY: `p..p+len` is committed memory used only by this test.
+        unsafe { p.as_ptr().add(off).write_volatile(1) };
+    }
+}
+
+#[test]
+fn rss_falls_after_dont_need_and_comes_back_on_reuse() {
+    let mut src = OsPageSource::new(ReleaseAdvice::DontNeed);
+    let len = 64 * MIB;
+    let p = src.reserve(len, 2 * MIB).expect("reserve");
+    // SAFETY: just reserved.
+    unsafe { src.commit(p, len) }.expect("commit");
+
+    let untouched = rss();
+    touch(p, len);
+    let touched = rss();
+    assert!(
+        touched >= untouched + 48 * MIB,
+        "touching 64 MiB raised RSS from {untouched} to {touched} only"
+    );
+
+    // SAFETY: committed; its contents are not used before the next commit.
+    unsafe { src.release(p, len) }.expect("release");
+    let released = rss();
+    assert!(
+        released + 48 * MIB <= touched,
+        "releasing 64 MiB lowered RSS from {touched} to {released} only"
+    );
+
+    // Reuse without a new mapping: zero, writable, resident again.
+    // SAFETY: released above.
+    unsafe { src.commit(p, len) }.expect("commit again");
+    // SAFETY: committed, used only here.
+    let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), len) };
+    assert!(bytes.iter().step_by(SOURCE_GRANULE).all(|&b| b == 0));
+    touch(p, len);
+    assert!(rss() >= released + 48 * MIB);
+
+    // A sub-range: half of it.
+    // SAFETY: committed; the released half is not used afterwards.
+    unsafe { src.release(p, len / 2) }.expect("release half");
+    assert!(rss() + 24 * MIB <= touched + 8 * MIB);
+}
