@@ -33,7 +33,7 @@
 //! source is called under it and takes none). Functions that need it end in
 //! `_locked` and live on `HeapInner`, which only a guard can reach.
 
-use crate::bins::FreeBins;
+use crate::bins::{BinIndex, FreeBins};
 use crate::fatal::fatal;
 use crate::meta::{MetaArena, SpanSlab};
 use crate::pagemap::{ADDR_BITS, PageMap, clear_bits, count_bits, set_bits};
@@ -757,17 +757,14 @@ impl<S: PageSource> HeapInner<S> {
         let mut linked = 0;
         // SAFETY: lock held.
         unsafe {
-            self.bins.for_each(|s, i, exact| {
+            self.bins.for_each(|s, index| {
                 let s = &*s;
                 assert_eq!(s.state(), SpanState::Free, "a binned span is not free");
-                let n = s.npages();
-                let right_bin = if exact {
-                    n == i
-                } else {
-                    n >= crate::bins::EXACT_BINS
-                        && (usize::BITS - 1 - n.leading_zeros()) as usize == i
-                };
-                assert!(right_bin, "a free span is in the wrong bin");
+                assert_eq!(
+                    index,
+                    BinIndex::of(s.npages()),
+                    "a free span is in the wrong bin"
+                );
                 linked += 1;
             });
         }
