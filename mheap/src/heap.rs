@@ -39,7 +39,7 @@ use crate::meta::{MetaArena, SpanSlab};
 use crate::pagemap::{ADDR_BITS, PageMap, clear_bits, count_bits, set_bits};
 use crate::source::{PageSource, PageSourceError, SOURCE_GRANULE};
 use crate::span::{Span, SpanState};
-use crate::sync::Mutex;
+use crate::sync::LeafMutex;
 use core::ptr::{self, NonNull};
 use sizeclass::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -160,7 +160,7 @@ unsafe impl<S: Send> Send for HeapInner<S> {}
 /// lookups ([`span_of`](Self::span_of)) do not.
 pub struct MHeap<S> {
     map: PageMap,
-    inner: Mutex<HeapInner<S>>,
+    inner: LeafMutex<HeapInner<S>>,
 }
 
 impl<S: PageSource> MHeap<S> {
@@ -177,7 +177,7 @@ impl<S: PageSource> MHeap<S> {
         );
         Self {
             map: PageMap::new(),
-            inner: Mutex::new(HeapInner {
+            inner: LeafMutex::new(HeapInner {
                 source,
                 config,
                 meta: MetaArena::new(),
@@ -252,6 +252,30 @@ impl<S: PageSource> MHeap<S> {
         let mut inner = self.inner.lock();
         let rec = NonNull::from(span);
         inner.free_locked(&self.map, rec);
+    }
+
+    /// Grows or shrinks a large span in place to `npages` pages, keeping its
+    /// start: a shrink gives the tail back to the heap, a growth takes the
+    /// pages from a free span right after it. Returns whether it happened
+    /// (`false` when the neighbour is not free or too small, or memory for
+    /// the change could not be had); on `false` nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// `span` was handed out by this heap as a large span
+    /// ([`alloc_pages`](Self::alloc_pages)), is in use, and no other thread
+    /// frees or resizes it during the call. On a shrink, nothing may use the
+    /// tail afterwards.
+    pub unsafe fn resize_in_place(&self, span: &Span, npages: usize) -> bool {
+        if npages == 0 || span.state() != SpanState::InUse || span.size_class() != 0 {
+            return false;
+        }
+        let mut inner = self.inner.lock();
+        let ok = inner.resize_locked(&self.map, NonNull::from(span), npages);
+        if ok {
+            span.set_class_locked(0, span.bytes(), 1);
+        }
+        ok
     }
 
     /// The in-use span holding `addr`, or `None` if the heap never handed out
@@ -441,6 +465,83 @@ impl<S: PageSource> HeapInner<S> {
             }
         });
         Ok((t, dirty == 0))
+    }
+
+    fn resize_locked(&mut self, map: &PageMap, rec: NonNull<Span>, npages: usize) -> bool {
+        // SAFETY: `rec` is an InUse record of this heap (caller).
+        let span = unsafe { rec.as_ref() };
+        let (start, cur) = (span.start(), span.npages());
+        let end = span.end();
+        if npages == cur {
+            return true;
+        }
+        if npages < cur {
+            let Ok(tail) = self.new_record_locked() else {
+                return false;
+            };
+            let cut = start + (npages << PAGE_SHIFT);
+            let n = cur - npages;
+            span.set_extent_locked(start, npages);
+            map.set_range_locked(cut, n, ptr::null_mut());
+            self.in_use_pages -= n;
+            self.insert_free_locked(map, tail, cut, n);
+            return true;
+        }
+        let extra = npages - cur;
+        let right = map.span_at(end);
+        if right.is_null() {
+            return false;
+        }
+        // SAFETY: non-null entries point to valid records; lock held.
+        let r = unsafe { &*right };
+        if r.state() != SpanState::Free || r.npages() < extra {
+            return false;
+        }
+        let mut released = 0;
+        map.for_each_chunk(end, extra, |c, lo, hi| {
+            // SAFETY: lock held.
+            released += count_bits(unsafe { &*c.released.get() }, lo, hi);
+        });
+        if released > 0 {
+            // SAFETY: free heap pages inside this source's reservations.
+            let ok = unsafe {
+                self.source
+                    .commit(NonNull::new_unchecked(end as *mut u8), extra << PAGE_SHIFT)
+                    .is_ok()
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let rest = r.npages() - extra;
+        // SAFETY: `right` is a Free record linked in its bin; lock held.
+        unsafe { self.bins.remove(right) };
+        if rest == 0 {
+            self.free_spans -= 1;
+            // Its first and last entries lie inside the grown range and are
+            // overwritten below.
+            // SAFETY: unlinked; its entries are overwritten before the lock
+            // is released.
+            unsafe { self.slab.free_locked(NonNull::new_unchecked(right)) };
+        } else {
+            let new_start = end + (extra << PAGE_SHIFT);
+            r.set_extent_locked(new_start, rest);
+            map.set_locked(new_start, right);
+            // SAFETY: Free and unlinked; lock held.
+            unsafe { self.bins.insert(right) };
+        }
+        span.set_extent_locked(start, npages);
+        map.set_range_locked(end, extra, rec.as_ptr());
+        map.for_each_chunk(end, extra, |c, lo, hi| {
+            // SAFETY: lock held.
+            unsafe {
+                clear_bits(&mut *c.released.get(), lo, hi);
+                set_bits(&mut *c.dirty.get(), lo, hi);
+            }
+        });
+        self.in_use_pages += extra;
+        self.released_pages -= released;
+        true
     }
 
     fn free_locked(&mut self, map: &PageMap, rec: NonNull<Span>) {

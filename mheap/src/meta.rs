@@ -100,11 +100,12 @@ impl SpanSlab {
             let block = arena.alloc(source, size, align_of::<Span>())?;
             let base = block.as_ptr().cast::<Span>();
             for i in 0..SPANS_PER_REFILL {
-                // SAFETY: `block` holds SPANS_PER_REFILL zeroed, aligned
-                // records; all-zero bytes are a valid `Dead` record (atomics
-                // of 0, null links). The heap lock is held.
+                // SAFETY: `block` holds SPANS_PER_REFILL aligned, unused
+                // record slots; each is initialised before it is linked. The
+                // heap lock is held.
                 unsafe {
                     let rec = base.add(i);
+                    rec.write(Span::new_dead());
                     *(*rec).next.get() = self.free;
                     self.free = rec;
                 }

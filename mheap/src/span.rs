@@ -5,8 +5,8 @@
 //! pointer to a record always points at a valid record, which is what lets
 //! [`MHeap::span_of`](crate::MHeap::span_of) read records without the lock.
 
-// Plain core atomics, not the loom shim: records are carved from zeroed
-// metadata memory, where all-zero bytes must be a valid record.
+// The identity fields use plain core atomics: the heap is never run inside a
+// loom model. `SpanObjects` uses the shim: the object tiers' protocols are.
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
@@ -67,6 +67,71 @@ pub struct Span {
     pub(crate) next: UnsafeCell<*mut Span>,
     /// Bin link; guarded by the heap lock.
     pub(crate) prev: UnsafeCell<*mut Span>,
+    /// The object tiers' state of a small-object span (see [`SpanObjects`]).
+    pub objects: SpanObjects,
+}
+
+/// The state a span of small objects carries for the object tiers
+/// (`mcentral`, `mcache`). The heap never reads it; whoever takes a fresh
+/// span from the heap resets it with [`SpanObjects::reset`].
+///
+/// # Synchronisation
+///
+/// - `free`, `nfree`, `carved` and the central-list fields belong to the
+///   span's *owner*: the thread cache that holds the span, or, while no cache
+///   holds it, its class's central list under that list's lock. Ownership
+///   passes between them only under the central lock.
+/// - `remote` is shared by every thread: a lock-free stack of objects freed
+///   by threads that do not own the span, with ownership flags in its low
+///   bits (objects are at least 8-byte aligned). Its protocol is `mcentral`'s.
+pub struct SpanObjects {
+    /// Head of the owner's free list (objects linked through their first
+    /// word).
+    pub free: crate::sync::UnsafeCell<*mut u8>,
+    /// Objects on `free` (meaningful while the central list owns the span).
+    pub nfree: crate::sync::UnsafeCell<u32>,
+    /// Objects carved out of the span so far; objects at index `carved` and
+    /// above were never handed out.
+    pub carved: crate::sync::UnsafeCell<u32>,
+    /// Remote-free stack head | ownership flags.
+    pub remote: crate::sync::AtomicUsize,
+    /// Next span in the central list that holds this one.
+    pub next: crate::sync::UnsafeCell<*mut Span>,
+    /// Previous span in the central list that holds this one.
+    pub prev: crate::sync::UnsafeCell<*mut Span>,
+    /// Which central list holds the span (the central tier's code).
+    pub list: crate::sync::UnsafeCell<u8>,
+}
+
+impl SpanObjects {
+    fn new() -> Self {
+        Self {
+            free: crate::sync::UnsafeCell::new(ptr::null_mut()),
+            nfree: crate::sync::UnsafeCell::new(0),
+            carved: crate::sync::UnsafeCell::new(0),
+            remote: crate::sync::AtomicUsize::new(0),
+            next: crate::sync::UnsafeCell::new(ptr::null_mut()),
+            prev: crate::sync::UnsafeCell::new(ptr::null_mut()),
+            list: crate::sync::UnsafeCell::new(0),
+        }
+    }
+
+    /// Clears the state of a span just taken from the heap: no free list,
+    /// nothing carved, no remote frees, in no list.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the span exclusively (it was just handed out).
+    pub unsafe fn reset(&self) {
+        // SAFETY: exclusive ownership (caller's contract).
+        self.free.with_mut(|p| unsafe { *p = ptr::null_mut() });
+        self.nfree.with_mut(|p| unsafe { *p = 0 });
+        self.carved.with_mut(|p| unsafe { *p = 0 });
+        self.remote.store(0, crate::sync::Ordering::Relaxed);
+        self.next.with_mut(|p| unsafe { *p = ptr::null_mut() });
+        self.prev.with_mut(|p| unsafe { *p = ptr::null_mut() });
+        self.list.with_mut(|p| unsafe { *p = 0 });
+    }
 }
 
 // SAFETY: every field other than the links is atomic; the links are only
@@ -76,6 +141,32 @@ unsafe impl Sync for Span {}
 unsafe impl Send for Span {}
 
 impl Span {
+    /// A dead record (what the span slab carves).
+    pub(crate) fn new_dead() -> Self {
+        Self {
+            start: AtomicUsize::new(0),
+            npages: AtomicUsize::new(0),
+            state: AtomicU8::new(SpanState::Dead as u8),
+            class: AtomicU8::new(0),
+            elem_size: AtomicUsize::new(0),
+            nelems: AtomicU32::new(0),
+            next: UnsafeCell::new(ptr::null_mut()),
+            prev: UnsafeCell::new(ptr::null_mut()),
+            objects: SpanObjects::new(),
+        }
+    }
+
+    /// An `InUse` record of a span that belongs to no heap, for fake span
+    /// sources in the tests and loom models of the upper tiers: `npages`
+    /// pages at `start` (memory the caller provides), cut into objects of
+    /// `elem_size` bytes of size class `class`.
+    pub fn new_detached(start: usize, npages: usize, class: u8, elem_size: usize) -> Self {
+        let s = Self::new_dead();
+        s.init_locked(start, npages, SpanState::InUse);
+        s.set_class_locked(class, elem_size, (npages << PAGE_SHIFT) / elem_size.max(1));
+        s
+    }
+
     /// The first byte of the span.
     #[inline]
     pub fn start(&self) -> usize {

@@ -59,6 +59,41 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A lock that is never modelled by loom: the heap's leaf lock, whose
+/// critical sections the models do not enter. Always the real [`RawLock`],
+/// so that `MHeap::new` stays `const` under every cfg.
+pub type LeafMutex<T> = parking_lot::lock_api::Mutex<RawLock, T>;
+
+/// An `UnsafeCell` with loom's closure API (`with`, `with_mut`), so that
+/// under loom every access to a cell is checked for data races, and
+/// otherwise it compiles to plain pointer accesses.
+#[cfg(not(gomalloc_loom))]
+#[derive(Debug, Default)]
+pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(gomalloc_loom))]
+impl<T> UnsafeCell<T> {
+    /// A new cell holding `value`.
+    pub const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a mutable raw pointer to the contents.
+    #[inline(always)]
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(gomalloc_loom)]
+pub use loom::cell::UnsafeCell;
+
 /// Tells the scheduler (or loom) that this thread is waiting on another.
 #[inline]
 pub fn yield_now() {

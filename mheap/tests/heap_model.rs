@@ -23,6 +23,7 @@ enum Op {
     Alloc { npages: usize, align_shift: u32 },
     Free { pick: usize },
     Release { pages: usize },
+    Resize { pick: usize, npages: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,6 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(npages, align_shift)| Op::Alloc { npages, align_shift }),
         4 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         1 => (0usize..400).prop_map(|pages| Op::Release { pages }),
+        2 => (any::<usize>(), 1usize..300).prop_map(|(pick, npages)| Op::Resize { pick, npages }),
     ]
 }
 
@@ -120,6 +122,33 @@ fn run(ops: Vec<Op>) {
                     verify(l.span, l.tag);
                     // SAFETY: the span is live and forgotten right after.
                     unsafe { heap.free_span(l.span) };
+                }
+            }
+            Op::Resize { pick, npages } => {
+                if !live.is_empty() {
+                    let l = &live[pick % live.len()];
+                    let (start, old) = (l.span.start(), l.span.npages());
+                    // SAFETY: a live large span of this heap; single thread.
+                    if unsafe { heap.resize_in_place(l.span, npages) } {
+                        assert_eq!(l.span.npages(), npages);
+                        assert_eq!(l.span.start(), start, "resize moved the span");
+                        assert_eq!(l.span.elem_size(), l.span.bytes());
+                        let keep = old.min(npages);
+                        for p in 0..keep {
+                            let base = start + p * PAGE_SIZE;
+                            // SAFETY: inside the live span.
+                            assert_eq!(unsafe { *(base as *const u64) }, pattern(l.tag, 2 * p));
+                        }
+                        fill(l.span, l.tag);
+                    } else {
+                        assert_eq!(l.span.npages(), old, "a failed resize changed the span");
+                        // A shrink needs one span record: it fails only when
+                        // metadata memory has run out.
+                        assert!(
+                            npages > old || heap.with_source(|s| s.remaining()) < 256 << 10,
+                            "a shrink failed with memory to spare"
+                        );
+                    }
                 }
             }
             Op::Release { pages } => {
