@@ -1,23 +1,76 @@
 //! # gomalloc: a Go-style memory allocator for Rust
 //!
-//! **Status: the global allocator is not built yet** (the issue "Small and
-//! tiny objects" builds `GoMalloc`). Today the working tiers are
-//! [`sizeclass`](../sizeclass/index.html) and
-//! [`mheap`](../mheap/index.html); this crate contains no code.
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
+//! # fn main() { let s = String::from("gomalloc"); assert_eq!(s.len(), 8); }
+//! ```
 //!
 //! ## The map
 //!
 //! ```text
-//! gomalloc   GlobalAlloc (+ C ABI), thread binding, large objects, stats
+//! gomalloc   GoMalloc (GlobalAlloc), thread binding, large objects, stats
 //!    │
-//! mcache     per-thread cache: current span per class, tiny allocator
-//!    │
-//! mcentral   per-class central span lists, one lock per class
-//!    │
+//! mcache     per-thread cache: current span and free list per class
+//!    │        (trait Central: where spans come from / go back to)
+//! mcentral   per-class central span lists, one cache-padded lock per class;
+//!    │        the remote-free protocol on each span
+//!    │        (trait SpanSource: fresh spans, and a sink for empty ones)
 //! mheap      page heap: spans, coalescing, page→span map, release to the OS
-//!    │        (over the PageSource trait: reserve / commit / release)
-//! sizeclass  the size-class table generator and size→class lookup
+//!    │        (trait PageSource: reserve / commit / release OS memory)
+//! sizeclass  the size-class table (const fn) and size→class lookup
 //! ```
 //!
-//! Each tier depends on the trait of the tier below, never on its concrete
-//! type, so each can be tested alone against a fake below it.
+//! Each tier depends on the trait of the tier below, not on its concrete
+//! type; this crate composes the production stack in three `static`s (the
+//! heap, the central lists over it, and the thread caches' registry).
+//!
+//! ## Allocation (`GoMalloc::alloc`)
+//!
+//! 1. Size and alignment pick a small size class (one byte-table load;
+//!    alignments above 8 need a class whose size they divide), or the
+//!    request is large (over 32 KiB, or aligned beyond what any class
+//!    offers).
+//! 2. Small: one TLS load finds the thread's `MCache`; pop the class's free
+//!    list. No lock, no atomic read-modify-write.
+//! 3. The list is empty: take the span's remote frees; else carve ~4 KiB of
+//!    never-used objects from the span; else give the exhausted span to its
+//!    central list and take a partial one (or a fresh one from the heap).
+//! 4. Large: the heap hands out a span of whole pages at the alignment
+//!    asked for; fresh pages skip the memset of `alloc_zeroed`.
+//!
+//! ## Free (`GoMalloc::dealloc`)
+//!
+//! 1. The layout gives the class. Small: if the object lies in the span the
+//!    thread's cache allocates that class from (two compares against bounds
+//!    kept in the cache), push it on the cache's list. Done.
+//! 2. Otherwise find the span through the page map (O(1), lock-free) and
+//!    push the object on the span's remote stack; the one push that finds
+//!    the span on its central list's full list tells the list, which takes
+//!    the span back into use or, if all its objects are free, returns it to
+//!    the heap.
+//! 3. Large: the span goes back to the heap and coalesces with its free
+//!    neighbours.
+//!
+//! ## Threads
+//!
+//! A thread's cache is made on its first allocation, in a record carved
+//! from the heap, and handed back by a `pthread_key_create` destructor when
+//! the thread exits. Allocation while the cache is being made or after it
+//! was handed back goes through one shared cache behind a lock. No lock on
+//! any of these paths allocates (`mheap::sync::RawLock`).
+//!
+//! ## Rules kept everywhere
+//!
+//! Nothing here calls the global allocator; nothing panics or unwinds out of
+//! `GlobalAlloc` (invariant failures print a fixed message and abort); out
+//! of memory returns null.
+
+#![warn(unsafe_op_in_unsafe_fn, missing_docs)]
+
+mod global;
+mod stats;
+mod thread;
+
+pub use global::GoMalloc;
+pub use stats::{ClassStats, Stats, stats};

@@ -124,13 +124,15 @@ impl SpanObjects {
     /// The caller owns the span exclusively (it was just handed out).
     pub unsafe fn reset(&self) {
         // SAFETY: exclusive ownership (caller's contract).
-        self.free.with_mut(|p| unsafe { *p = ptr::null_mut() });
-        self.nfree.with_mut(|p| unsafe { *p = 0 });
-        self.carved.with_mut(|p| unsafe { *p = 0 });
+        unsafe {
+            self.free.with_mut(|p| *p = ptr::null_mut());
+            self.nfree.with_mut(|p| *p = 0);
+            self.carved.with_mut(|p| *p = 0);
+            self.next.with_mut(|p| *p = ptr::null_mut());
+            self.prev.with_mut(|p| *p = ptr::null_mut());
+            self.list.with_mut(|p| *p = 0);
+        }
         self.remote.store(0, crate::sync::Ordering::Relaxed);
-        self.next.with_mut(|p| unsafe { *p = ptr::null_mut() });
-        self.prev.with_mut(|p| unsafe { *p = ptr::null_mut() });
-        self.list.with_mut(|p| unsafe { *p = 0 });
     }
 }
 

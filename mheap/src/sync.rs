@@ -94,6 +94,19 @@ impl<T> UnsafeCell<T> {
 #[cfg(gomalloc_loom)]
 pub use loom::cell::UnsafeCell;
 
+/// Declares a function that is `const` in normal builds and plain under
+/// loom, whose constructors are not `const` (so the same constructor serves
+/// `static`s in production and models under loom).
+#[macro_export]
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $v:vis fn $($rest:tt)*) => {
+        #[cfg(not(gomalloc_loom))]
+        $(#[$m])* $v const fn $($rest)*
+        #[cfg(gomalloc_loom)]
+        $(#[$m])* $v fn $($rest)*
+    };
+}
+
 /// Tells the scheduler (or loom) that this thread is waiting on another.
 #[inline]
 pub fn yield_now() {

@@ -1,0 +1,238 @@
+//! `GoMalloc`, the `GlobalAlloc`: the allocation and free paths of the map
+//! in the crate docs, and large objects.
+
+use crate::thread::{current, current_or_make, with_orphan};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use mcentral::Centrals;
+use mheap::{HeapConfig, MHeap, OsPageSource, PAGE_SHIFT, PAGE_SIZE, ReleaseAdvice, fatal};
+use sizeclass::{MAX_SMALL_SIZE, SIZE_CLASSES};
+
+/// The page heap of the process.
+pub(crate) static HEAP: MHeap<OsPageSource> = MHeap::new(
+    OsPageSource::new(ReleaseAdvice::DontNeed),
+    HeapConfig::DEFAULT,
+);
+
+/// The central lists of the process, over the page heap.
+pub(crate) static CENTRAL: Centrals<&MHeap<OsPageSource>> = Centrals::new(&HEAP);
+
+/// Large-object counters (small objects are counted by the caches).
+pub(crate) static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
+
+/// The gomalloc global allocator. Put it behind `#[global_allocator]`:
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: gomalloc::GoMalloc = gomalloc::GoMalloc;
+///
+/// let v: Vec<u64> = (0..1000).collect();
+/// assert_eq!(v.iter().sum::<u64>(), 499_500);
+/// ```
+///
+/// All instances share one heap: the type is a handle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GoMalloc;
+
+/// The small size class serving `size` bytes at `align`, or `None` when the
+/// request goes to the heap as a large object.
+///
+/// Objects of a class lie at multiples of its size from a page-aligned span
+/// start, so a class serves an alignment that divides its size.
+#[inline(always)]
+fn small_class(size: usize, align: usize) -> Option<usize> {
+    if align <= 8 {
+        if size <= MAX_SMALL_SIZE {
+            return Some(SIZE_CLASSES.class_of(size.max(1)));
+        }
+        return None;
+    }
+    small_class_aligned(size, align)
+}
+
+#[inline]
+fn small_class_aligned(size: usize, align: usize) -> Option<usize> {
+    if align > PAGE_SIZE || size > MAX_SMALL_SIZE {
+        return None;
+    }
+    let rounded = size.max(1).next_multiple_of(align);
+    if rounded > MAX_SMALL_SIZE {
+        return None;
+    }
+    let class = SIZE_CLASSES.class_of(rounded);
+    SIZE_CLASSES
+        .size_of_class(class)
+        .is_multiple_of(align)
+        .then_some(class)
+}
+
+/// Allocates an object of `class` for the calling thread.
+#[inline(always)]
+fn alloc_small(class: usize) -> *mut u8 {
+    match current() {
+        Some(cache) => cache.alloc(class, &CENTRAL),
+        None => alloc_small_slow(class),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_small_slow(class: usize) -> *mut u8 {
+    match current_or_make() {
+        Some(cache) => cache.alloc(class, &CENTRAL),
+        None => with_orphan(|cache| cache.alloc(class, &CENTRAL)),
+    }
+}
+
+/// Frees `ptr`, an object of `class`.
+///
+/// # Safety
+///
+/// `ptr` was allocated by gomalloc with a layout of class `class` and is not
+/// used afterwards.
+#[inline(always)]
+unsafe fn free_small(ptr: *mut u8, class: usize) {
+    if let Some(cache) = current() {
+        // SAFETY: caller's contract.
+        if unsafe { cache.free_local(class, ptr) } {
+            return;
+        }
+    }
+    // SAFETY: caller's contract.
+    unsafe { free_small_slow(ptr, class) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn free_small_slow(ptr: *mut u8, class: usize) {
+    let Some(span) = HEAP.span_of(ptr as usize) else {
+        fatal("free of a pointer gomalloc does not own");
+    };
+    if span.size_class() as usize != class {
+        fatal("free with a layout that does not match the allocation");
+    }
+    match current() {
+        // SAFETY: `ptr` is an allocated object of `span` (caller).
+        Some(cache) => unsafe { cache.free(span, ptr, &CENTRAL) },
+        None => with_orphan(|cache| {
+            // SAFETY: as above.
+            unsafe { cache.free(span, ptr, &CENTRAL) }
+        }),
+    }
+}
+
+/// Allocates a large object: its own span of whole pages.
+#[cold]
+fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let Some(npages) = size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    match HEAP.alloc_pages(npages >> PAGE_SHIFT, align) {
+        Ok(a) => {
+            LARGE_ALLOCS.fetch_add(1, Relaxed);
+            let p = a.span.start() as *mut u8;
+            if zero && !a.zeroed {
+                // SAFETY: the span is ours and at least `size` bytes long.
+                unsafe { p.write_bytes(0, size) };
+            }
+            p
+        }
+        Err(_) => ptr::null_mut(),
+    }
+}
+
+/// Frees a large object.
+///
+/// # Safety
+///
+/// `ptr` came from `alloc_large` and is not used afterwards.
+#[cold]
+unsafe fn free_large(ptr: *mut u8) {
+    let span = match HEAP.span_of(ptr as usize) {
+        Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
+        _ => fatal("free of a pointer gomalloc does not own"),
+    };
+    LARGE_FREES.fetch_add(1, Relaxed);
+    // SAFETY: the span holds exactly this object, which the caller gives up.
+    unsafe { HEAP.free_span(span) };
+}
+
+// SAFETY: every returned block is at least `layout.size()` bytes, aligned to
+// `layout.align()` (small classes are chosen so that their size is a
+// multiple of the alignment, large spans are aligned by the heap), and not
+// handed out again until freed; no path unwinds (invariant failures abort
+// through `fatal`), and nothing calls the global allocator.
+unsafe impl GlobalAlloc for GoMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match small_class(layout.size(), layout.align()) {
+            Some(class) => alloc_small(class),
+            None => alloc_large(layout.size(), layout.align(), false),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match small_class(layout.size(), layout.align()) {
+            // SAFETY: `ptr` was allocated with this layout (GlobalAlloc).
+            Some(class) => unsafe { free_small(ptr, class) },
+            // SAFETY: as above.
+            None => unsafe { free_large(ptr) },
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match small_class(layout.size(), layout.align()) {
+            Some(class) => {
+                let p = alloc_small(class);
+                if !p.is_null() {
+                    // SAFETY: the object is at least `layout.size()` bytes.
+                    unsafe { p.write_bytes(0, layout.size()) };
+                }
+                p
+            }
+            None => alloc_large(layout.size(), layout.align(), true),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old = small_class(layout.size(), align);
+        let new = small_class(new_size, align);
+        match (old, new) {
+            (Some(a), Some(b)) if a == b => return ptr,
+            (None, None) => {
+                let span = match HEAP.span_of(ptr as usize) {
+                    Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
+                    _ => fatal("realloc of a pointer gomalloc does not own"),
+                };
+                let Some(bytes) = new_size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
+                    return ptr::null_mut();
+                };
+                // SAFETY: a live large span of ours; the caller owns it
+                // exclusively for this call.
+                if unsafe { HEAP.resize_in_place(span, bytes >> PAGE_SHIFT) } {
+                    return ptr;
+                }
+            }
+            _ => {}
+        }
+        // SAFETY: `new_size` with the old alignment is a valid layout
+        // (GlobalAlloc::realloc's contract).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: non-zero size (contract).
+        let fresh = unsafe { self.alloc(new_layout) };
+        if !fresh.is_null() {
+            // SAFETY: both blocks are live and at least this long; they are
+            // distinct allocations, so they do not overlap.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        fresh
+    }
+}
