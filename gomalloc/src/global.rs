@@ -123,9 +123,41 @@ unsafe fn free_small_slow(ptr: *mut u8, class: usize) {
     }
 }
 
+/// The largest object gomalloc will try to allocate: the machine's RAM
+/// plus swap, read once with `sysinfo(2)` (which does not allocate).
+///
+/// The heap maps with `MAP_NORESERVE`, so the kernel's own refusal of an
+/// allocation that could never be backed (its overcommit heuristic) does not
+/// apply; without this bound a request of a few TiB would be "served" and
+/// its page-map metadata alone (0.1% of it) would exhaust memory.
+fn max_large() -> usize {
+    use core::sync::atomic::AtomicUsize;
+    static MAX: AtomicUsize = AtomicUsize::new(0);
+    let m = MAX.load(Relaxed);
+    if m != 0 {
+        return m;
+    }
+    // SAFETY: `sysinfo` fills the struct we pass; all-zero is a valid
+    // starting value for this plain C struct.
+    let mut info: libc::sysinfo = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    let m = if unsafe { libc::sysinfo(&mut info) } == 0 {
+        let unit = (info.mem_unit as usize).max(1);
+        ((info.totalram as usize).saturating_add(info.totalswap as usize)).saturating_mul(unit)
+    } else {
+        usize::MAX
+    };
+    let m = m.max(1 << 30);
+    MAX.store(m, Relaxed);
+    m
+}
+
 /// Allocates a large object: its own span of whole pages.
 #[cold]
 fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if size > max_large() {
+        return ptr::null_mut();
+    }
     let Some(npages) = size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
         return ptr::null_mut();
     };

@@ -95,6 +95,11 @@ pub struct SpanObjects {
     pub carved: crate::sync::UnsafeCell<u32>,
     /// Remote-free stack head | ownership flags.
     pub remote: crate::sync::AtomicUsize,
+    /// The id of the thread cache that owns the span, 0 when none does.
+    /// Written only by that cache (on taking and giving up the span), read
+    /// by any thread to ask "is this span mine?": a thread only ever sees
+    /// its own id there if it wrote it itself.
+    pub owner: crate::sync::AtomicUsize,
     /// Next span in the central list that holds this one.
     pub next: crate::sync::UnsafeCell<*mut Span>,
     /// Previous span in the central list that holds this one.
@@ -110,6 +115,7 @@ impl SpanObjects {
             nfree: crate::sync::UnsafeCell::new(0),
             carved: crate::sync::UnsafeCell::new(0),
             remote: crate::sync::AtomicUsize::new(0),
+            owner: crate::sync::AtomicUsize::new(0),
             next: crate::sync::UnsafeCell::new(ptr::null_mut()),
             prev: crate::sync::UnsafeCell::new(ptr::null_mut()),
             list: crate::sync::UnsafeCell::new(0),
@@ -133,6 +139,7 @@ impl SpanObjects {
             self.list.with_mut(|p| *p = 0);
         }
         self.remote.store(0, crate::sync::Ordering::Relaxed);
+        self.owner.store(0, crate::sync::Ordering::Relaxed);
     }
 }
 

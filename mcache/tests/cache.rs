@@ -1,0 +1,516 @@
+//! `MCache` over `Centrals` over a page heap on a fixed region: allocation
+//! that exhausts several spans (the refill path), local frees, remote frees
+//! from a second cache on another thread and through raw
+//! `Centrals::free_remote`, every object's contents verified, exact
+//! counters, `flush` giving wholly free spans back to the heap, and out of
+//! memory (null, never a crash) with recovery once memory returns.
+
+use mcache::MCache;
+use mcentral::Centrals;
+use mheap::{FaultInjecting, FaultPlan, FixedRegion, HeapConfig, MHeap, PageSource, Span};
+use sizeclass::{NUM_CLASSES, SIZE_CLASSES};
+use std::collections::HashSet;
+use std::sync::mpsc;
+
+fn buffer(mib: usize) -> &'static mut [u8] {
+    Box::leak(vec![0u8; mib << 20].into_boxed_slice())
+}
+
+fn heap(mib: usize) -> &'static MHeap<FixedRegion> {
+    Box::leak(Box::new(MHeap::new(
+        FixedRegion::new(buffer(mib)),
+        HeapConfig {
+            arena_size: 1 << 20,
+        },
+    )))
+}
+
+fn class_of(size: usize) -> usize {
+    SIZE_CLASSES.class_of(size)
+}
+
+/// Writes the pattern of object `p` of `size` bytes (every word: its
+/// address xor index xor `tag`).
+///
+/// # Safety
+///
+/// The caller owns the object.
+unsafe fn stamp(p: *mut u8, size: usize, tag: u64) {
+    for j in 0..size / 8 {
+        // SAFETY: caller's contract.
+        unsafe { p.cast::<u64>().add(j).write(p as u64 ^ j as u64 ^ tag) };
+    }
+}
+
+/// # Safety
+///
+/// The object is allocated and was stamped with `tag`.
+unsafe fn verify(p: *const u8, size: usize, tag: u64) {
+    for j in 0..size / 8 {
+        // SAFETY: caller's contract.
+        let w = unsafe { p.cast::<u64>().add(j).read() };
+        assert_eq!(
+            w,
+            p as u64 ^ j as u64 ^ tag,
+            "object {p:p} word {j} corrupted"
+        );
+    }
+}
+
+/// The span of `p` (a live object of `heap`).
+fn span_of<S: PageSource>(heap: &MHeap<S>, p: *mut u8) -> &Span {
+    heap.span_of(p as usize).expect("a live object has a span")
+}
+
+/// Gives every wholly free span left on the central lists back to the heap,
+/// through a scratch cache: each one is handed out, one object taken and
+/// freed, and the cache flushed.
+fn drain<S: PageSource>(central: &Centrals<&MHeap<S>>, class: usize) {
+    let mut scratch = MCache::new();
+    for _ in 0..10_000 {
+        let (partial, full) = central.check_class(class);
+        assert_eq!(
+            full, 0,
+            "class {class}: a full span with every object freed"
+        );
+        if partial == 0 {
+            return;
+        }
+        let p = scratch.alloc(class, central);
+        assert!(!p.is_null());
+        // SAFETY: just allocated from the scratch cache's span.
+        assert!(unsafe { scratch.free_local(class, p) });
+        scratch.flush(central);
+    }
+    panic!("class {class} did not drain");
+}
+
+#[test]
+fn refill_across_several_spans_then_free_and_flush() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let mut cache = MCache::new();
+    for size in [8usize, 48, 640, 3072, 32768] {
+        let class = class_of(size);
+        let size = SIZE_CLASSES.size_of_class(class);
+        let per_span = SIZE_CLASSES.objects_of_class(class);
+        let n = 3 * per_span + per_span.div_ceil(2);
+        let mut objs = Vec::with_capacity(n);
+        let mut spans = HashSet::new();
+        for i in 0..n {
+            let p = cache.alloc(class, &central);
+            assert!(!p.is_null(), "alloc of class {class} null");
+            assert_eq!(p as usize % 8, 0);
+            let sp = span_of(heap, p);
+            assert_eq!(sp.size_class() as usize, class);
+            assert!((p as usize - sp.start()).is_multiple_of(size));
+            spans.insert(sp.start());
+            // SAFETY: ours.
+            unsafe { stamp(p, size, i as u64) };
+            objs.push(p);
+        }
+        assert_eq!(
+            objs.iter().collect::<HashSet<_>>().len(),
+            n,
+            "an object handed out twice"
+        );
+        assert_eq!(
+            spans.len(),
+            4,
+            "size {size}: three exhausted spans and a current one"
+        );
+        assert_eq!(cache.counts(class), (n as u64, 0));
+        assert_eq!(
+            central.check_class(class),
+            (0, 3),
+            "exhausted spans are full"
+        );
+        let cur = cache.current_span(class).expect("a current span").start();
+        let cur = span_of(heap, cur as *mut u8);
+        assert!(cur.contains(*objs.last().unwrap() as usize));
+
+        // Free in reverse: the current span's objects locally, then those
+        // of the full spans (remotely: the cache does not own them).
+        let mut local = 0;
+        for (i, &p) in objs.iter().enumerate().rev() {
+            // SAFETY: allocated and stamped above.
+            unsafe { verify(p, size, i as u64) };
+            let sp = span_of(heap, p);
+            if std::ptr::eq(sp, cur) {
+                local += 1;
+            }
+            // SAFETY: an allocated object of `sp`, not used again.
+            unsafe { cache.free(sp, p, &central) };
+        }
+        assert_eq!(local, n - 3 * per_span);
+        assert_eq!(cache.counts(class), (n as u64, n as u64));
+        // Each full span was notified by its first remote free.
+        let (partial, full) = central.check_class(class);
+        assert_eq!(full, 0);
+        assert!(partial <= 3);
+
+        // Flush hands the counters over and gives the wholly free current
+        // span straight back.
+        let before = central.class_stats(class);
+        cache.flush(&central);
+        assert!(cache.current_span(class).is_none());
+        assert_eq!(cache.counts(class), (0, 0));
+        let after = central.class_stats(class);
+        assert_eq!(after.allocs - before.allocs, n as u64);
+        assert_eq!(after.frees - before.frees, n as u64);
+        assert_eq!(after.spans_to_source - before.spans_to_source, 1);
+        // The once-full spans wait, wholly free, on the partial list until
+        // a cache takes them; then they go back too.
+        drain(&central, class);
+        assert_eq!(heap.stats().in_use, 0, "size {size}: spans left in use");
+        let st = central.class_stats(class);
+        assert_eq!(st.spans_from_source, st.spans_to_source);
+    }
+    heap.check_invariants();
+}
+
+#[test]
+fn local_frees_and_flush_give_everything_back_at_once() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let mut cache = MCache::new();
+    let mut objs = Vec::new();
+    // Up to one span's worth of every class: each stays in its current
+    // span, so every free is local.
+    for class in 1..NUM_CLASSES {
+        let size = SIZE_CLASSES.size_of_class(class);
+        for i in 0..SIZE_CLASSES.objects_of_class(class).min(40) {
+            let p = cache.alloc(class, &central);
+            assert!(!p.is_null());
+            // SAFETY: ours.
+            unsafe { stamp(p, size, (class * 1000 + i) as u64) };
+            objs.push((class, i, p));
+        }
+    }
+    assert!(heap.stats().in_use > 0);
+    for &(class, i, p) in objs.iter().rev() {
+        // SAFETY: allocated and stamped above.
+        unsafe {
+            verify(
+                p,
+                SIZE_CLASSES.size_of_class(class),
+                (class * 1000 + i) as u64,
+            )
+        };
+        // SAFETY: an object of `class` of the cache's current span.
+        let local = unsafe { cache.free_local(class, p) };
+        assert!(local, "class {class}: free not local");
+    }
+    for class in 1..NUM_CLASSES {
+        let k = SIZE_CLASSES.objects_of_class(class).min(40) as u64;
+        assert_eq!(cache.counts(class), (k, k));
+    }
+    cache.flush(&central);
+    assert_eq!(
+        heap.stats().in_use,
+        0,
+        "flush should give every wholly free span back"
+    );
+    for class in 1..NUM_CLASSES {
+        assert_eq!(central.check_class(class), (0, 0));
+        let st = central.class_stats(class);
+        let k = SIZE_CLASSES.objects_of_class(class).min(40) as u64;
+        assert_eq!((st.allocs, st.frees), (k, k));
+        assert_eq!((st.spans_from_source, st.spans_to_source), (1, 1));
+    }
+    // The cache works again after a flush.
+    let p = cache.alloc(class_of(100), &central);
+    assert!(!p.is_null());
+    // SAFETY: just allocated.
+    assert!(unsafe { cache.free_local(class_of(100), p) });
+    cache.flush(&central);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn a_second_cache_on_another_thread_frees_remotely() {
+    let heap = heap(32);
+    let central = Centrals::new(heap);
+    let classes = [class_of(16), class_of(96), class_of(1024), class_of(9472)];
+    const N: usize = 30_000;
+    let (tx, rx) = mpsc::sync_channel::<Vec<(usize, u64)>>(16);
+    let (back_tx, back_rx) = mpsc::channel::<Vec<(usize, u64)>>();
+    let ((a_allocs, a_frees), (b_allocs, b_frees)) = std::thread::scope(|s| {
+        let central = &central;
+        // B: frees what A sends (remote to B), and sends objects of its own
+        // back for A to free (remote to A).
+        let b = s.spawn(move || {
+            let mut cache = MCache::new();
+            let mut made = 0u64;
+            for batch in rx {
+                let mut mine = Vec::new();
+                for (p, tag) in batch {
+                    let p = p as *mut u8;
+                    let sp = span_of(heap, p);
+                    let size = sp.elem_size();
+                    // SAFETY: A stamped it and handed it over.
+                    unsafe {
+                        verify(p, size, tag);
+                        cache.free(sp, p, central);
+                    }
+                    let class = sp.size_class() as usize;
+                    let q = cache.alloc(class, central);
+                    assert!(!q.is_null());
+                    made += 1;
+                    // SAFETY: ours.
+                    unsafe { stamp(q, size, made | 1 << 40) };
+                    mine.push((q as usize, made | 1 << 40));
+                }
+                back_tx.send(mine).unwrap();
+            }
+            drop(back_tx);
+            let counts: (u64, u64) = classes.iter().fold((0, 0), |acc, &c| {
+                let (a, f) = cache.counts(c);
+                (acc.0 + a, acc.1 + f)
+            });
+            cache.flush(central);
+            counts
+        });
+        // A: allocates, keeps a few, sends the rest; frees what B returns.
+        let mut cache = MCache::new();
+        let mut batch = Vec::new();
+        for i in 0..N {
+            let class = classes[i % classes.len()];
+            let size = SIZE_CLASSES.size_of_class(class);
+            let p = cache.alloc(class, central);
+            assert!(!p.is_null());
+            // SAFETY: ours.
+            unsafe { stamp(p, size, i as u64) };
+            if i % 10 == 0 {
+                // SAFETY: just stamped; an object of the current span.
+                unsafe {
+                    verify(p, size, i as u64);
+                    assert!(cache.free_local(class, p));
+                }
+            } else {
+                batch.push((p as usize, i as u64));
+            }
+            if batch.len() == 100 {
+                tx.send(std::mem::take(&mut batch)).unwrap();
+            }
+            while let Ok(back) = back_rx.try_recv() {
+                for (q, tag) in back {
+                    let q = q as *mut u8;
+                    let sp = span_of(heap, q);
+                    // SAFETY: B stamped it and handed it over.
+                    unsafe {
+                        verify(q, sp.elem_size(), tag);
+                        cache.free(sp, q, central);
+                    }
+                }
+            }
+        }
+        tx.send(batch).unwrap();
+        drop(tx);
+        for back in back_rx {
+            for (q, tag) in back {
+                let q = q as *mut u8;
+                let sp = span_of(heap, q);
+                // SAFETY: as above.
+                unsafe {
+                    verify(q, sp.elem_size(), tag);
+                    cache.free(sp, q, central);
+                }
+            }
+        }
+        let counts: (u64, u64) = classes.iter().fold((0, 0), |acc, &c| {
+            let (a, f) = cache.counts(c);
+            (acc.0 + a, acc.1 + f)
+        });
+        cache.flush(central);
+        (counts, b.join().unwrap())
+    });
+    let sent = (N - N / 10) as u64;
+    assert_eq!(a_allocs, N as u64);
+    assert_eq!(b_frees, sent, "B freed every object A sent");
+    assert_eq!(b_allocs, sent, "B made one object per object it freed");
+    assert_eq!(a_frees, N as u64 / 10 + b_allocs, "A freed its own and B's");
+    let (mut allocs, mut frees) = (0, 0);
+    for &class in &classes {
+        let st = central.class_stats(class);
+        allocs += st.allocs;
+        frees += st.frees;
+        drain(&central, class);
+    }
+    assert_eq!((allocs, frees), (a_allocs + b_allocs, a_frees + b_frees));
+    assert_eq!(heap.stats().in_use, 0);
+    heap.check_invariants();
+}
+
+#[test]
+fn raw_remote_frees_from_other_threads_refill_the_owner() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(256);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let per_span = SIZE_CLASSES.objects_of_class(class);
+    let mut cache = MCache::new();
+    // Allocate most of one span, free all of it remotely from two threads,
+    // then keep allocating: the cache takes the remote stack instead of
+    // carving or taking a new span.
+    let objs: Vec<usize> = (0..per_span)
+        .map(|i| {
+            let p = cache.alloc(class, &central);
+            // SAFETY: ours.
+            unsafe { stamp(p, size, i as u64) };
+            p as usize
+        })
+        .collect();
+    let span = span_of(heap, objs[0] as *mut u8);
+    assert!(std::ptr::eq(span, cache.current_span(class).unwrap()));
+    assert!(objs.iter().all(|&p| span.contains(p)), "one span's worth");
+    std::thread::scope(|s| {
+        let objs = &objs;
+        for half in objs.chunks(per_span.div_ceil(2)) {
+            let central = &central;
+            s.spawn(move || {
+                for &p in half {
+                    let i = objs.iter().position(|&q| q == p).unwrap();
+                    // SAFETY: an allocated object of `span`, stamped.
+                    unsafe {
+                        verify(p as *const u8, size, i as u64);
+                        central.free_remote(span, p as *mut u8);
+                    }
+                }
+            });
+        }
+    });
+    // Raw remote frees are not counted by any cache.
+    assert_eq!(cache.counts(class), (per_span as u64, 0));
+    assert_eq!(heap.stats().spans_in_use, 1);
+    let mut again = HashSet::new();
+    for _ in 0..per_span {
+        let p = cache.alloc(class, &central);
+        assert!(
+            span.contains(p as usize),
+            "refill should take the remote stack"
+        );
+        again.insert(p as usize);
+    }
+    assert_eq!(
+        again,
+        objs.iter().copied().collect(),
+        "the same objects come back"
+    );
+    assert_eq!(heap.stats().spans_in_use, 1);
+    for p in again {
+        // SAFETY: allocated, current span.
+        assert!(unsafe { cache.free_local(class, p as *mut u8) });
+    }
+    cache.count_free(class);
+    assert_eq!(
+        cache.counts(class),
+        (2 * per_span as u64, per_span as u64 + 1)
+    );
+    cache.flush(&central);
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn out_of_memory_returns_null_and_recovers() {
+    let heap: &'static MHeap<FaultInjecting<FixedRegion>> = Box::leak(Box::new(MHeap::new(
+        FaultInjecting::new(FixedRegion::new(buffer(4)), FaultPlan::FailFrom(0)),
+        HeapConfig {
+            arena_size: 1 << 20,
+        },
+    )));
+    let central = Centrals::new(heap);
+    let mut cache = MCache::new();
+    for class in [1, class_of(100), class_of(4096), class_of(32768)] {
+        for _ in 0..3 {
+            assert!(
+                cache.alloc(class, &central).is_null(),
+                "class {class}: no memory"
+            );
+        }
+        assert_eq!(
+            cache.counts(class),
+            (0, 0),
+            "failed allocations are not counted"
+        );
+        assert!(cache.current_span(class).is_none());
+    }
+    heap.with_source(|s| s.heal());
+    let class = class_of(100);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let p = cache.alloc(class, &central);
+    assert!(!p.is_null(), "allocation works once memory returns");
+    // SAFETY: ours.
+    unsafe {
+        stamp(p, size, 1);
+        verify(p, size, 1);
+        assert!(cache.free_local(class, p));
+    }
+    cache.flush(&central);
+    assert_eq!(heap.stats().in_use, 0);
+
+    // Exhaust the region with 32 KiB objects: null at the end, no crash;
+    // everything freed, allocation works again.
+    let big = class_of(32768);
+    let mut held = Vec::new();
+    loop {
+        let p = cache.alloc(big, &central);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: ours.
+        unsafe { stamp(p, 32768, held.len() as u64) };
+        held.push(p);
+        assert!(held.len() < 1000, "a 4 MiB region cannot hold this many");
+    }
+    assert!(
+        held.len() >= 50,
+        "most of the region should be usable: {}",
+        held.len()
+    );
+    // The pages left over (too few for a 4-page span) still serve a
+    // one-page class, until they too run out.
+    let small = class_of(2048);
+    let mut smalls = Vec::new();
+    loop {
+        let p = cache.alloc(small, &central);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: ours.
+        unsafe { stamp(p, 2048, 7) };
+        smalls.push(p);
+        assert!(smalls.len() < 2048, "a 4 MiB region cannot hold this many");
+    }
+    assert!(cache.alloc(small, &central).is_null());
+    assert!(cache.alloc(big, &central).is_null());
+    for &p in &smalls {
+        // SAFETY: allocated and stamped above.
+        unsafe {
+            verify(p, 2048, 7);
+            cache.free(span_of(heap, p), p, &central);
+        }
+    }
+    for (i, &p) in held.iter().enumerate() {
+        // SAFETY: allocated and stamped above.
+        unsafe {
+            verify(p, 32768, i as u64);
+            cache.free(span_of(heap, p), p, &central);
+        }
+    }
+    assert_eq!(
+        cache.counts(big),
+        (held.len() as u64, held.len() as u64),
+        "failed allocations are not counted"
+    );
+    cache.flush(&central);
+    drain(&central, big);
+    drain(&central, small);
+    assert_eq!(heap.stats().in_use, 0);
+    let p = cache.alloc(class_of(2048), &central);
+    assert!(!p.is_null(), "memory freed is usable again");
+    // SAFETY: ours, current span.
+    assert!(unsafe { cache.free_local(class_of(2048), p) });
+    cache.flush(&central);
+    heap.check_invariants();
+}
