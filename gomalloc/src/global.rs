@@ -36,6 +36,31 @@ pub(crate) static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GoMalloc;
 
+/// Where a request is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Packed into a shared 16-byte block (feature `tiny`).
+    #[cfg(feature = "tiny")]
+    Tiny,
+    /// An object of this small size class.
+    Small(usize),
+    /// Its own span.
+    Large,
+}
+
+/// The route of a request of `size` bytes at `align`.
+#[inline(always)]
+fn route(size: usize, align: usize) -> Route {
+    #[cfg(feature = "tiny")]
+    if size <= mcache::tiny::TINY_MAX && align <= 8 {
+        return Route::Tiny;
+    }
+    match small_class(size, align) {
+        Some(class) => Route::Small(class),
+        None => Route::Large,
+    }
+}
+
 /// The small size class serving `size` bytes at `align`, or `None` when the
 /// request goes to the heap as a large object.
 ///
@@ -68,6 +93,77 @@ fn small_class_aligned(size: usize, align: usize) -> Option<usize> {
         .then_some(class)
 }
 
+/// Runs `f` with the calling thread's cache (made on first use), or with
+/// the shared cache when the thread has none.
+#[inline]
+fn with_cache<R>(f: impl FnOnce(&mut mcache::MCache) -> R) -> R {
+    match current() {
+        Some(cache) => f(cache),
+        None => match current_or_make() {
+            Some(cache) => f(cache),
+            None => with_orphan(f),
+        },
+    }
+}
+
+/// The size class tiny blocks come from.
+#[cfg(feature = "tiny")]
+const TINY_CLASS: usize = SIZE_CLASSES.class_of(mcache::tiny::TINY_BLOCK);
+
+/// Allocates a tiny piece: from the thread's current tiny block, else from
+/// a new block (and the old block is let go).
+#[cfg(feature = "tiny")]
+#[inline]
+fn alloc_tiny(size: usize, align: usize) -> *mut u8 {
+    let (p, old) = with_cache(|cache| {
+        let p = cache.tiny.take(size, align);
+        if !p.is_null() {
+            return (p, ptr::null_mut());
+        }
+        let b = cache.alloc(TINY_CLASS, &CENTRAL);
+        if b.is_null() {
+            return (b, ptr::null_mut());
+        }
+        // SAFETY: `b` is a fresh 16-byte object.
+        (b, unsafe { cache.tiny.replace(b, size) })
+    });
+    if !old.is_null() {
+        // SAFETY: the last reference on `old` was dropped: it is a free
+        // 16-byte object of ours.
+        unsafe { free_small(old, TINY_CLASS) };
+    }
+    p
+}
+
+/// Frees a tiny piece; the block goes when its last piece does.
+///
+/// # Safety
+///
+/// `ptr` came from `alloc_tiny` and is not used afterwards.
+#[cfg(feature = "tiny")]
+#[inline]
+unsafe fn free_tiny(ptr: *mut u8) {
+    // SAFETY: the piece holds a reference on its block.
+    let b = unsafe { mcache::tiny::release(mcache::tiny::block_of(ptr)) };
+    if !b.is_null() {
+        // SAFETY: no reference is left: the block is a free object of ours.
+        unsafe { free_small(b, TINY_CLASS) };
+    }
+}
+
+/// Lets go of the calling thread's tiny block (thread exit).
+#[cfg(feature = "tiny")]
+pub(crate) fn drop_tiny(cache: &mut mcache::MCache) {
+    let b = cache.tiny.drop_current();
+    if !b.is_null() {
+        let Some(span) = HEAP.span_of(b as usize) else {
+            fatal("tiny block gomalloc does not own");
+        };
+        // SAFETY: the block is a free object of `span`.
+        unsafe { cache.free(span, b, &CENTRAL) };
+    }
+}
+
 /// Allocates an object of `class` for the calling thread.
 #[inline(always)]
 fn alloc_small(class: usize) -> *mut u8 {
@@ -80,10 +176,7 @@ fn alloc_small(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_small_slow(class: usize) -> *mut u8 {
-    match current_or_make() {
-        Some(cache) => cache.alloc(class, &CENTRAL),
-        None => with_orphan(|cache| cache.alloc(class, &CENTRAL)),
-    }
+    with_cache(|cache| cache.alloc(class, &CENTRAL))
 }
 
 /// Frees `ptr`, an object of `class`.
@@ -199,44 +292,48 @@ unsafe fn free_large(ptr: *mut u8) {
 unsafe impl GlobalAlloc for GoMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match small_class(layout.size(), layout.align()) {
-            Some(class) => alloc_small(class),
-            None => alloc_large(layout.size(), layout.align(), false),
+        match route(layout.size(), layout.align()) {
+            #[cfg(feature = "tiny")]
+            Route::Tiny => alloc_tiny(layout.size(), layout.align()),
+            Route::Small(class) => alloc_small(class),
+            Route::Large => alloc_large(layout.size(), layout.align(), false),
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match small_class(layout.size(), layout.align()) {
+        match route(layout.size(), layout.align()) {
             // SAFETY: `ptr` was allocated with this layout (GlobalAlloc).
-            Some(class) => unsafe { free_small(ptr, class) },
+            #[cfg(feature = "tiny")]
+            Route::Tiny => unsafe { free_tiny(ptr) },
             // SAFETY: as above.
-            None => unsafe { free_large(ptr) },
+            Route::Small(class) => unsafe { free_small(ptr, class) },
+            // SAFETY: as above.
+            Route::Large => unsafe { free_large(ptr) },
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match small_class(layout.size(), layout.align()) {
-            Some(class) => {
-                let p = alloc_small(class);
+        match route(layout.size(), layout.align()) {
+            Route::Large => alloc_large(layout.size(), layout.align(), true),
+            _ => {
+                // SAFETY: non-zero size (GlobalAlloc's contract).
+                let p = unsafe { self.alloc(layout) };
                 if !p.is_null() {
-                    // SAFETY: the object is at least `layout.size()` bytes.
+                    // SAFETY: the block is at least `layout.size()` bytes.
                     unsafe { p.write_bytes(0, layout.size()) };
                 }
                 p
             }
-            None => alloc_large(layout.size(), layout.align(), true),
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
-        let old = small_class(layout.size(), align);
-        let new = small_class(new_size, align);
-        match (old, new) {
-            (Some(a), Some(b)) if a == b => return ptr,
-            (None, None) => {
+        match (route(layout.size(), align), route(new_size, align)) {
+            (Route::Small(a), Route::Small(b)) if a == b => return ptr,
+            (Route::Large, Route::Large) => {
                 let span = match HEAP.span_of(ptr as usize) {
                     Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
                     _ => fatal("realloc of a pointer gomalloc does not own"),

@@ -120,17 +120,24 @@ fn refill_across_several_spans_then_free_and_flush() {
             "size {size}: three exhausted spans and a current one"
         );
         assert_eq!(cache.counts(class), (n as u64, 0));
+        // Exhausted spans stay with the cache that filled them, as full.
+        assert_eq!(
+            cache.owned_spans(class),
+            (0, 3),
+            "exhausted spans are owned full"
+        );
         assert_eq!(
             central.check_class(class),
-            (0, 3),
-            "exhausted spans are full"
+            (0, 0),
+            "nothing went to the central list"
         );
         let cur = cache.current_span(class).expect("a current span").start();
         let cur = span_of(heap, cur as *mut u8);
         assert!(cur.contains(*objs.last().unwrap() as usize));
 
-        // Free in reverse: the current span's objects locally, then those
-        // of the full spans (remotely: the cache does not own them).
+        // Free in reverse: the current span's objects through its bounds,
+        // then those of the full spans the cache owns (found through the
+        // page map: still local, no remote stack).
         let mut local = 0;
         for (i, &p) in objs.iter().enumerate().rev() {
             // SAFETY: allocated and stamped above.
@@ -141,28 +148,33 @@ fn refill_across_several_spans_then_free_and_flush() {
             }
             // SAFETY: an allocated object of `sp`, not used again.
             unsafe { cache.free(sp, p, &central) };
+            assert_eq!(
+                sp.objects.remote.load(std::sync::atomic::Ordering::Relaxed)
+                    & !mcentral::objects::FLAGS,
+                0,
+                "an owner's free went to the remote stack"
+            );
         }
         assert_eq!(local, n - 3 * per_span);
         assert_eq!(cache.counts(class), (n as u64, n as u64));
-        // Each full span was notified by its first remote free.
-        let (partial, full) = central.check_class(class);
-        assert_eq!(full, 0);
-        assert!(partial <= 3);
+        // The once-full spans are partial (wholly free) and still owned:
+        // they are re-used before anything is asked of the central list.
+        assert_eq!(cache.owned_spans(class), (3, 0));
+        assert_eq!(central.check_class(class), (0, 0));
 
-        // Flush hands the counters over and gives the wholly free current
-        // span straight back.
+        // Flush hands the counters over and gives all four wholly free
+        // spans straight back to the heap.
         let before = central.class_stats(class);
         cache.flush(&central);
         assert!(cache.current_span(class).is_none());
+        assert_eq!(cache.owned_spans(class), (0, 0));
         assert_eq!(cache.counts(class), (0, 0));
         let after = central.class_stats(class);
         assert_eq!(after.allocs - before.allocs, n as u64);
         assert_eq!(after.frees - before.frees, n as u64);
-        assert_eq!(after.spans_to_source - before.spans_to_source, 1);
-        // The once-full spans wait, wholly free, on the partial list until
-        // a cache takes them; then they go back too.
-        drain(&central, class);
+        assert_eq!(after.spans_to_source - before.spans_to_source, 4);
         assert_eq!(heap.stats().in_use, 0, "size {size}: spans left in use");
+        drain(&central, class);
         let st = central.class_stats(class);
         assert_eq!(st.spans_from_source, st.spans_to_source);
     }

@@ -226,9 +226,10 @@ impl<SS: SpanSource> Centrals<SS> {
                 unsafe { lists.remove(span, IN_PARTIAL) };
                 c.counters.partial.fetch_sub(1, Relaxed);
                 #[cfg(gomalloc_loom_broken = "handout")]
-                // Broken on purpose: keeps the central flags, so the span's
-                // next remote free may notify a list it is not on.
-                let remote = take_remote(span, FLAGS);
+                // Broken on purpose: leaves `IN_CENTRAL` set on a span a
+                // cache now owns, so its next remote free notifies a list
+                // the span is not on.
+                let remote = take_remote(span, IN_CENTRAL);
                 #[cfg(not(gomalloc_loom_broken = "handout"))]
                 let remote = take_remote(span, 0);
                 let o = &span.objects;

@@ -73,7 +73,12 @@ pub unsafe fn push_remote(span: &Span, obj: *mut u8) -> bool {
     loop {
         let notify = old & IN_CENTRAL != 0 && old & NOTIFIED == 0;
         #[cfg(gomalloc_loom_broken = "notify")]
-        let notify = false && notify;
+        // Broken on purpose: never notifies, so a span on the full list
+        // keeps its remote frees (and stays full) for ever.
+        let notify = {
+            let _ = notify;
+            false
+        };
         // SAFETY: the object is ours until the CAS publishes it.
         unsafe { set_next(obj, (old & !FLAGS) as *mut u8) };
         let new = obj as usize | (old & FLAGS) | if notify { NOTIFIED } else { 0 };
@@ -95,10 +100,12 @@ pub fn take_remote(span: &Span, flags: usize) -> *mut u8 {
     #[cfg(gomalloc_loom_broken = "take_remote")]
     {
         // Broken on purpose: a read and a separate write lose any push that
-        // lands between them.
+        // lands between them. (The write is a swap whose result is ignored,
+        // not a plain store: loom orders a plain store against a concurrent
+        // CAS more loosely than the memory model does.)
         let old = remote.load(Acquire);
         mheap::sync::yield_now();
-        remote.store(flags, Release);
+        remote.swap(flags, AcqRel);
         return (old & !FLAGS) as *mut u8;
     }
     #[allow(unreachable_code)]
@@ -119,8 +126,9 @@ pub fn try_mark_full(span: &Span) -> bool {
     let remote = &span.objects.remote;
     #[cfg(gomalloc_loom_broken = "uncache_full")]
     {
-        // Broken on purpose: overwrites a stack that may have grown.
-        remote.store(IN_CENTRAL, Release);
+        // Broken on purpose: overwrites a stack that may have grown (an
+        // unconditional swap instead of the compare-exchange).
+        remote.swap(IN_CENTRAL, AcqRel);
         return true;
     }
     #[allow(unreachable_code)]

@@ -8,14 +8,21 @@
 use std::env;
 use std::process::ExitCode;
 
+mod loom;
 mod sizeclasses;
 
 /// Every subcommand: name and one-line summary, in the order `--help` lists
 /// them. Add a line here and an arm in `main` for a new one.
-const SUBCOMMANDS: &[(&str, &str)] = &[(
-    "sizeclasses",
-    "print a size-class table (gomalloc's by default; --help for options)",
-)];
+const SUBCOMMANDS: &[(&str, &str)] = &[
+    (
+        "sizeclasses",
+        "print a size-class table (gomalloc's by default; --help for options)",
+    ),
+    (
+        "loom",
+        "run the loom models (release, debug assertions); --broken: check each catches its break",
+    ),
+];
 
 /// Exit status for usage errors and rejected parameters.
 const USAGE_ERROR: u8 = 2;
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
     };
     match command {
         "sizeclasses" => sizeclasses::run(rest),
+        "loom" => loom::run(rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             ExitCode::SUCCESS
