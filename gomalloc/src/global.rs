@@ -68,6 +68,15 @@ fn route(size: usize, align: usize) -> Route {
 /// start, so a class serves an alignment that divides its size.
 #[inline(always)]
 fn small_class(size: usize, align: usize) -> Option<usize> {
+    // The common case first: one compare pair and one table load.
+    if size <= 1024 && align <= 8 {
+        return Some(SIZE_CLASSES.class_of_upto_1k(size));
+    }
+    small_class_other(size, align)
+}
+
+#[inline]
+fn small_class_other(size: usize, align: usize) -> Option<usize> {
     if align <= 8 {
         if size <= MAX_SMALL_SIZE {
             return Some(SIZE_CLASSES.class_of(size.max(1)));
@@ -192,21 +201,41 @@ unsafe fn free_small(ptr: *mut u8, class: usize) {
         if unsafe { cache.free_local(class, ptr) } {
             return;
         }
+        // SAFETY: caller's contract; not in the current span.
+        return unsafe { free_small_nonlocal(cache, ptr) };
     }
     // SAFETY: caller's contract.
-    unsafe { free_small_slow(ptr, class) }
+    unsafe { free_small_orphan(ptr) }
 }
 
+/// A free whose object is not in the current span of the thread's cache:
+/// into another span the cache owns, or a remote free. Not `#[cold]`: a
+/// thread freeing what it allocated a span ago takes it often.
+///
+/// # Safety
+///
+/// As for `free_small`.
+#[inline(never)]
+unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, ptr: *mut u8) {
+    // SAFETY: `ptr` is a live object gomalloc handed out (GlobalAlloc's
+    // contract), so its page belongs to a live span.
+    let span = unsafe { HEAP.span_of_unchecked(ptr as usize) };
+    // SAFETY: `ptr` is an allocated object of `span`.
+    unsafe { cache.free_nonlocal(span, ptr, &CENTRAL) }
+}
+
+/// A free by a thread without a cache of its own.
+///
+/// # Safety
+///
+/// As for `free_small`.
 #[cold]
 #[inline(never)]
-unsafe fn free_small_slow(ptr: *mut u8, class: usize) {
+unsafe fn free_small_orphan(ptr: *mut u8) {
     let Some(span) = HEAP.span_of(ptr as usize) else {
         fatal("free of a pointer gomalloc does not own");
     };
-    if span.size_class() as usize != class {
-        fatal("free with a layout that does not match the allocation");
-    }
-    match current() {
+    match current_or_make() {
         // SAFETY: `ptr` is an allocated object of `span` (caller).
         Some(cache) => unsafe { cache.free(span, ptr, &CENTRAL) },
         None => with_orphan(|cache| {

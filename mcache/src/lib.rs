@@ -93,7 +93,7 @@ pub mod tiny;
 pub const MAX_FULL: usize = 16;
 
 /// Bytes of wholly free spans a cache keeps per class, for re-use, before
-/// it gives them back.
+/// it gives them back (it always keeps one).
 pub const MAX_EMPTY_BYTES: usize = 128 << 10;
 
 /// What a thread cache needs from the tier below.
@@ -491,9 +491,23 @@ impl MCache {
         if unsafe { self.free_local(class, ptr) } {
             return;
         }
+        // SAFETY: caller's contract; not in the current span.
+        unsafe { self.free_nonlocal(span, ptr, central) }
+    }
+
+    /// The rest of [`free`](Self::free), for a caller that already knows
+    /// `ptr` is not in the current span of its class (`free_local` said no).
+    ///
+    /// # Safety
+    ///
+    /// As for `free`; and `free_local(class, ptr)` returned `false`.
+    #[inline]
+    pub unsafe fn free_nonlocal<C: Central>(&mut self, span: &Span, ptr: *mut u8, central: &C) {
+        let class = span.size_class() as usize;
         bump(&self.slots[class].frees);
-        if self.id != 0 && span.objects.owner.load(Relaxed) == self.id {
-            // SAFETY: the span is ours and not current (free_local said so).
+        let owner = span.objects.owner.load(Relaxed);
+        if owner == self.id && owner != 0 {
+            // SAFETY: the span is ours and not current.
             unsafe { self.free_owned(class, span, ptr, central) };
         } else {
             // SAFETY: caller's contract; this cache does not own `span`.
@@ -535,7 +549,9 @@ impl MCache {
         }
         // SAFETY: we own the span.
         if unsafe { wholly_free(span) } {
-            if slot.empty_bytes + span.bytes() <= MAX_EMPTY_BYTES {
+            // Keep it for re-use within the bound (and always one, so that a
+            // class whose spans exceed the bound does not churn the heap).
+            if slot.empty_bytes == 0 || slot.empty_bytes + span.bytes() <= MAX_EMPTY_BYTES {
                 slot.empty_bytes += span.bytes();
             } else {
                 // SAFETY: the span is on our partial list; we give it up

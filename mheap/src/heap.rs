@@ -297,6 +297,22 @@ impl<S: PageSource> MHeap<S> {
         (s.state() == SpanState::InUse && s.contains(addr)).then_some(s)
     }
 
+    /// The span holding `addr`, trusting the caller: the page-map walk of
+    /// [`span_of`](Self::span_of) (three dependent loads) without its checks.
+    ///
+    /// # Safety
+    ///
+    /// `addr` lies inside a live span this heap handed out (for example, a
+    /// pointer the global allocator returned and that is being freed).
+    #[inline(always)]
+    pub unsafe fn span_of_unchecked(&self, addr: usize) -> &Span {
+        // SAFETY: caller's contract: the page is in use, so its chunk is
+        // registered and its entry points to its span's record.
+        let s = unsafe { &*self.map.span_at_unchecked(addr) };
+        debug_assert!(s.state() == SpanState::InUse && s.contains(addr));
+        s
+    }
+
     /// Gives at least `bytes` of free memory back to the OS (all of it if
     /// there is less), from the highest addresses down, and returns how many
     /// bytes were released. Pages already released are not counted again.

@@ -101,6 +101,25 @@ impl PageMap {
         }
     }
 
+    /// The span record page `addr` maps to, without any check: three
+    /// dependent loads.
+    ///
+    /// # Safety
+    ///
+    /// `addr` lies in a page whose chunk the heap registered (any page of a
+    /// span it handed out and that is still live).
+    #[inline(always)]
+    pub(crate) unsafe fn span_at_unchecked(&self, addr: usize) -> *mut Span {
+        let l2 = self.l1[addr >> (CHUNK_SHIFT + L2_BITS)].load(Ordering::Acquire);
+        // SAFETY: the chunk is registered (caller), so its L2 node and
+        // chunk exist and are never freed.
+        unsafe {
+            let chunk =
+                (*l2).chunks[(addr >> CHUNK_SHIFT) & ((1 << L2_BITS) - 1)].load(Ordering::Acquire);
+            (*chunk).spans[page_in_chunk(addr)].load(Ordering::Acquire)
+        }
+    }
+
     /// Makes sure every chunk overlapping `start..end` exists, allocating
     /// L2 nodes and chunks from `arena`. Heap lock held.
     pub(crate) fn ensure_locked<S: PageSource>(

@@ -76,6 +76,8 @@ const fn make_classes(t: &mut SizeClasses) -> Result<(), ParamError> {
     let min_align16 = t.params.min_align16 as u64;
     let num = t.params.max_waste.num() as u64;
     let den = t.params.max_waste.den() as u64;
+    let min_alloc = page * t.params.min_span_pages as u64;
+    let min_objects = t.params.min_objects as u64;
 
     let mut align = 8u64;
     let mut size = align;
@@ -95,7 +97,12 @@ const fn make_classes(t: &mut SizeClasses) -> Result<(), ParamError> {
         // after size / gcd(size, page) pages. Sizes above 2048 are multiples
         // of 256 and below it `align * k` with k < 16, so that is at most
         // 1024 pages of at most 1 MiB: alloc * num < 2^30 * 2^32 fits u64.
-        let mut alloc = page;
+        // (With `min_span_pages` and `min_objects` at most 64, the first
+        // loop adds at most 64 × 32 KiB.)
+        let mut alloc = min_alloc;
+        while alloc / size < min_objects {
+            alloc += page;
+        }
         while alloc % size > alloc * num / den {
             alloc += page;
         }
@@ -313,10 +320,36 @@ mod tests {
             "gomalloc: {} classes (class 0 included): {sizes:?}",
             t.len()
         );
-        // 8-byte steps to 64, then Go's classes from 80 on.
+        // 8-byte steps to 64, then 16-byte steps to 128 as in Go.
         assert_eq!(sizes[..12], [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112]);
+        // Every span is at least 64 KiB and holds at least 8 objects.
+        for c in 1..t.len() {
+            assert!(t.pages_of_class(c) >= 8, "class {c}");
+            assert!(t.objects_of_class(c) >= 8, "class {c}");
+        }
+        assert_eq!(
+            (
+                t.pages_of_class(t.len() - 1),
+                t.objects_of_class(t.len() - 1)
+            ),
+            (32, 8)
+        );
+        assert_eq!(NUM_CLASSES, 85);
+    }
+
+    /// With Go's minimums (one page, one object) the gomalloc parameters
+    /// give Go's classes from 80 bytes on: the minimums are the only other
+    /// difference.
+    #[test]
+    fn gomalloc_minimums_are_the_only_other_difference() {
+        let t = SizeClasses::new(Params {
+            min_span_pages: 1,
+            min_objects: 1,
+            ..Params::GOMALLOC
+        })
+        .unwrap();
+        let sizes: Vec<usize> = (0..t.len()).map(|c| t.size_of_class(c)).collect();
         assert_eq!(sizes[12..], GO_CLASS_TO_SIZE[9..]);
-        assert_eq!(NUM_CLASSES, 70);
     }
 
     #[test]
@@ -380,15 +413,21 @@ mod tests {
             Params {
                 page_size: 1 << 20,
                 max_small: 256 * 1024,
-                ..Params::GOMALLOC
+                ..Params::GO_1_9_2
             },
             Params {
                 max_waste: WasteBound::new(1, 32).unwrap(),
-                ..Params::GOMALLOC
+                ..Params::GO_1_9_2
             },
             Params {
                 page_size: 16384,
                 max_small: 65536,
+                ..Params::GO_1_9_2
+            },
+            Params {
+                page_size: 16384,
+                max_small: 65536,
+                min_objects: 16,
                 ..Params::GOMALLOC
             },
         ];

@@ -34,11 +34,23 @@
 //! Above 64 bytes a 16-byte step wastes at most about 20 % on the gap
 //! (15 of 80 bytes), and every extra class costs a partly used span in each
 //! thread cache and central list, so the 8-byte steps stop there.
-//! The result has [`NUM_CLASSES`] = 70 classes (class 0, large objects,
-//! included), 69 small ones:
+//!
+//! Two more differ, and both come from measurement: every span has at least
+//! 8 pages (64 KiB, `min_span_pages`) and at least 8 objects
+//! (`min_objects`); Go starts at one page and one object. With one-page
+//! spans a thread that allocates a thousand 16- to 64-byte objects and then
+//! frees them fills 2 to 8 spans, and most of its frees miss the span its
+//! cache allocates from, so they take the page-map walk (1.3–1.7× mimalloc's
+//! time on that batch benchmark); with Go's one-object spans for 28–32 KiB
+//! objects every allocation reached the page heap (2× mimalloc). The pages
+//! of a span are touched only as its objects are carved, so the larger
+//! spans cost address space, not resident memory. More classes survive the
+//! merge rule with the larger spans (above 8 KiB a class every 1 KiB).
+//! The result has [`NUM_CLASSES`] = 85 classes (class 0, large objects,
+//! included), 84 small ones:
 //!
 //! ```
-//! assert_eq!(sizeclass::NUM_CLASSES, 70);
+//! assert_eq!(sizeclass::NUM_CLASSES, 85);
 //! let t = &sizeclass::SIZE_CLASSES;
 //! let first: Vec<usize> = (1..=12).map(|c| t.size_of_class(c)).collect();
 //! assert_eq!(first, [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]);
@@ -59,6 +71,8 @@
 //!     max_small: 16 * 1024,
 //!     max_waste: WasteBound::ONE_EIGHTH,
 //!     min_align16: 64,
+//!     min_span_pages: 1,
+//!     min_objects: 1,
 //! };
 //! let table = SizeClasses::new(params)?;
 //!

@@ -40,6 +40,12 @@ pub enum ParamError {
          and of 256 above"
     )]
     MaxSmall(usize),
+    /// `min_span_pages` is not in `1..=64`.
+    #[error("min_span_pages {0} must be from 1 to 64")]
+    MinSpan(usize),
+    /// `min_objects` is not in `1..=64`.
+    #[error("min_objects {0} must be from 1 to 64")]
+    MinObjects(usize),
     /// `min_align16` is not a power of two in `16..=128`.
     #[error("min_align16 {0} must be a power of two from 16 to 128")]
     MinAlign16(usize),
@@ -163,6 +169,14 @@ pub struct Params {
     /// the step is `size / 8` for every value (Go's rule), up to 256 bytes
     /// from 2048.
     pub min_align16: usize,
+    /// The fewest pages a span may have (1..=64); Go uses 1. A larger
+    /// minimum lets a thread cache serve more objects from one span (fewer
+    /// refills, and frees that find their span in the cache's bounds).
+    pub min_span_pages: usize,
+    /// The fewest objects a span may hold (1..=64); Go uses 1. For the
+    /// largest classes, where Go's spans hold one or two objects, this keeps
+    /// the page heap out of every allocation.
+    pub min_objects: usize,
 }
 
 impl Params {
@@ -174,6 +188,8 @@ impl Params {
         max_small: MAX_SMALL_SIZE,
         max_waste: WasteBound::ONE_EIGHTH,
         min_align16: 64,
+        min_span_pages: 8,
+        min_objects: 8,
     };
 
     /// Go 1.9.2's parameters (`runtime/mksizeclasses.go`): 8 KiB pages,
@@ -185,6 +201,8 @@ impl Params {
         max_small: 32768,
         max_waste: WasteBound::ONE_EIGHTH,
         min_align16: 16,
+        min_span_pages: 1,
+        min_objects: 1,
     };
 
     /// Checks every field against the ranges documented on it.
@@ -207,6 +225,12 @@ impl Params {
         let a = self.min_align16;
         if !a.is_power_of_two() || a < 16 || a > 128 {
             return Err(ParamError::MinAlign16(a));
+        }
+        if self.min_span_pages < 1 || self.min_span_pages > 64 {
+            return Err(ParamError::MinSpan(self.min_span_pages));
+        }
+        if self.min_objects < 1 || self.min_objects > 64 {
+            return Err(ParamError::MinObjects(self.min_objects));
         }
         // WasteBound's constructors keep 0 < num < den; checked again so
         // that a future constructor cannot slip a bad bound past the

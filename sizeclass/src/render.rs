@@ -33,12 +33,14 @@ impl SizeClasses {
         let p = self.params();
         writeln!(
             out,
-            "# gomalloc size classes: page {}, max small {}, waste bound {}, 16-byte step from {}; \
-             {} classes (class 0, large objects, not listed)",
+            "# gomalloc size classes: page {}, max small {}, waste bound {}, 16-byte step from {}, \
+             spans of at least {} pages and {} objects; {} classes (class 0, large objects, not listed)",
             p.page_size,
             p.max_small,
             p.max_waste.as_f64(),
             p.min_align16,
+            p.min_span_pages,
+            p.min_objects,
             self.len(),
         )?;
         writeln!(
@@ -85,26 +87,29 @@ mod tests {
         assert_eq!(
             lines.next().unwrap(),
             "# gomalloc size classes: page 8192, max small 32768, waste bound 0.125, \
-             16-byte step from 64; 70 classes (class 0, large objects, not listed)"
+             16-byte step from 64, spans of at least 8 pages and 8 objects; 85 classes \
+             (class 0, large objects, not listed)"
         );
         assert_eq!(
             lines.next().unwrap(),
             "# class  bytes/obj  bytes/span  objects  tail-waste  max-waste%"
         );
-        // Rows checked by hand: 8192 = 1024 * 8, a 1-byte request wastes
-        // 7/8; for 24 bytes 8192 = 341 * 24 + 8, and requests of 17 bytes
-        // waste (24-16-1)*341+8 = 2395 bytes, 29.24 %.
+        // Rows checked by hand: 65536 = 8192 * 8, a 1-byte request wastes
+        // 7/8; for 24 bytes 65536 = 2730 * 24 + 16, and requests of 17
+        // bytes waste (24-16-1)*2730+16 = 19126 bytes, 29.18 %.
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["1", "8", "8192", "1024", "0", "87.50"]
+            ["1", "8", "65536", "8192", "0", "87.50"]
         );
         lines.next();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["3", "24", "8192", "341", "8", "29.24"]
+            ["3", "24", "65536", "2730", "16", "29.18"]
         );
+        // 32 KiB objects, eight to a 256 KiB span; requests of 31745 bytes
+        // (one above the previous class) waste 1023 * 8 / 262144 = 3.12 %.
         let last: Vec<_> = text.lines().last().unwrap().split_whitespace().collect();
-        assert_eq!(last, ["69", "32768", "32768", "1", "0", "12.50"]);
+        assert_eq!(last, ["84", "32768", "262144", "8", "0", "3.12"]);
     }
 
     #[test]

@@ -84,6 +84,18 @@ impl SizeClasses {
         }
     }
 
+    /// [`class_of`](Self::class_of) for `size <= 1024`, 0 included (it maps
+    /// to the smallest class): one byte-table load, no branch, for the
+    /// allocation fast path. Larger sizes panic on the table's bounds check.
+    #[inline(always)]
+    #[expect(
+        clippy::manual_div_ceil,
+        reason = "`(size + 7) / 8` is an add and a shift; `div_ceil` adds a test and a carry"
+    )]
+    pub const fn class_of_upto_1k(&self, size: usize) -> usize {
+        self.small[(size + SMALL_SIZE_DIV - 1) / SMALL_SIZE_DIV] as usize
+    }
+
     /// [`class_of`](Self::class_of) for any size: `None` for 0 and for sizes
     /// above `params().max_small` (large objects).
     #[inline]

@@ -17,12 +17,15 @@ after `#` header lines. Without options: gomalloc's table.
 
 options (applied in order; later ones override earlier ones):
   --go1.9              Go 1.9.2's parameters: page 8192, max small 32768,
-                       waste 1/8, min-align16 16
+                       waste 1/8, min-align16 16, min-span-pages 1,
+                       min-objects 1
   --page-size N        bytes per page: a power of two, 1024..=1048576
   --max-small N        largest small object: 1024..=262144, a multiple of 128
                        (of 256 above 2048)
   --max-waste F        tail waste bound: a fraction in (0, 1), as 0.125 or 1/8
   --min-align16 N      size from which steps are 16 bytes: 16, 32, 64 or 128
+  --min-span-pages N   fewest pages per span, 1..64 (Go: 1)
+  --min-objects N      fewest objects per span, 1..64 (Go: 1)
   -h, --help           print this help
 
 An option's value may also be given as --option=VALUE.
@@ -94,7 +97,8 @@ fn parse(args: &[String]) -> Result<Request, String> {
                 params = Params::GO_1_9_2;
                 continue;
             }
-            "--page-size" | "--max-small" | "--max-waste" | "--min-align16" => {}
+            "--page-size" | "--max-small" | "--max-waste" | "--min-align16"
+            | "--min-span-pages" | "--min-objects" => {}
             _ => return Err(format!("unknown option `{arg}`")),
         }
         let value = match inline {
@@ -107,6 +111,8 @@ fn parse(args: &[String]) -> Result<Request, String> {
             "--page-size" => params.page_size = number(name, value)?,
             "--max-small" => params.max_small = number(name, value)?,
             "--min-align16" => params.min_align16 = number(name, value)?,
+            "--min-span-pages" => params.min_span_pages = number(name, value)?,
+            "--min-objects" => params.min_objects = number(name, value)?,
             _ => params.max_waste = waste(value)?,
         }
     }
@@ -159,7 +165,15 @@ mod tests {
 
     #[test]
     fn later_options_override_earlier_ones() {
-        let p = params(&["--go1.9", "--min-align16", "64"]);
+        let p = params(&[
+            "--go1.9",
+            "--min-align16",
+            "64",
+            "--min-span-pages",
+            "8",
+            "--min-objects",
+            "8",
+        ]);
         assert_eq!(p, Params::GOMALLOC);
         assert_eq!(
             params(&["--page-size", "4096", "--go1.9"]),

@@ -84,17 +84,31 @@ fn default_is_gomallocs_table() {
         text.lines()
             .next()
             .unwrap()
-            .contains("16-byte step from 64; 70 classes"),
+            .contains("16-byte step from 64, spans of at least 8 pages and 8 objects; 85 classes"),
         "{text}"
     );
-    let rows = rows(text);
-    assert_eq!(rows.len(), 69);
-    let sizes: Vec<u64> = rows.iter().map(|r| r[1]).collect();
+    let table = rows(text);
+    assert_eq!(table.len(), 84);
+    let sizes: Vec<u64> = table.iter().map(|r| r[1]).collect();
     assert_eq!(sizes[..8], [8, 16, 24, 32, 40, 48, 56, 64]);
-    assert_eq!(sizes[8..], GO_CLASS_TO_SIZE[6..]);
-    // The Go preset with gomalloc's step is gomalloc's table.
-    let same = xtask(&["sizeclasses", "--go1.9", "--min-align16", "64"]);
+    // Spans of at least 64 KiB holding at least 8 objects.
+    assert!(table.iter().all(|r| r[2] >= 65536 && r[3] >= 8), "{text}");
+    // The Go preset with gomalloc's three changes is gomalloc's table.
+    let same = xtask(&[
+        "sizeclasses",
+        "--go1.9",
+        "--min-align16",
+        "64",
+        "--min-span-pages",
+        "8",
+        "--min-objects",
+        "8",
+    ]);
     assert_eq!(stdout(&same), text);
+    // And with Go's minimums, Go's classes from 80 bytes on.
+    let go_spans = xtask(&["sizeclasses", "--go1.9", "--min-align16", "64"]);
+    let go_sizes: Vec<u64> = rows(stdout(&go_spans)).iter().map(|r| r[1]).collect();
+    assert_eq!(go_sizes[8..], GO_CLASS_TO_SIZE[6..]);
 }
 
 #[test]
