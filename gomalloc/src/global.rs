@@ -39,9 +39,6 @@ pub struct GoMalloc;
 /// Where a request is served.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
-    /// Packed into a shared 16-byte block (feature `tiny`).
-    #[cfg(feature = "tiny")]
-    Tiny,
     /// An object of this small size class.
     Small(usize),
     /// Its own span.
@@ -51,10 +48,6 @@ enum Route {
 /// The route of a request of `size` bytes at `align`.
 #[inline(always)]
 fn route(size: usize, align: usize) -> Route {
-    #[cfg(feature = "tiny")]
-    if size <= mcache::tiny::TINY_MAX && align <= 8 {
-        return Route::Tiny;
-    }
     match small_class(size, align) {
         Some(class) => Route::Small(class),
         None => Route::Large,
@@ -112,64 +105,6 @@ fn with_cache<R>(f: impl FnOnce(&mut mcache::MCache) -> R) -> R {
             Some(cache) => f(cache),
             None => with_orphan(f),
         },
-    }
-}
-
-/// The size class tiny blocks come from.
-#[cfg(feature = "tiny")]
-const TINY_CLASS: usize = SIZE_CLASSES.class_of(mcache::tiny::TINY_BLOCK);
-
-/// Allocates a tiny piece: from the thread's current tiny block, else from
-/// a new block (and the old block is let go).
-#[cfg(feature = "tiny")]
-#[inline]
-fn alloc_tiny(size: usize, align: usize) -> *mut u8 {
-    let (p, old) = with_cache(|cache| {
-        let p = cache.tiny.take(size, align);
-        if !p.is_null() {
-            return (p, ptr::null_mut());
-        }
-        let b = cache.alloc(TINY_CLASS, &CENTRAL);
-        if b.is_null() {
-            return (b, ptr::null_mut());
-        }
-        // SAFETY: `b` is a fresh 16-byte object.
-        (b, unsafe { cache.tiny.replace(b, size) })
-    });
-    if !old.is_null() {
-        // SAFETY: the last reference on `old` was dropped: it is a free
-        // 16-byte object of ours.
-        unsafe { free_small(old, TINY_CLASS) };
-    }
-    p
-}
-
-/// Frees a tiny piece; the block goes when its last piece does.
-///
-/// # Safety
-///
-/// `ptr` came from `alloc_tiny` and is not used afterwards.
-#[cfg(feature = "tiny")]
-#[inline]
-unsafe fn free_tiny(ptr: *mut u8) {
-    // SAFETY: the piece holds a reference on its block.
-    let b = unsafe { mcache::tiny::release(mcache::tiny::block_of(ptr)) };
-    if !b.is_null() {
-        // SAFETY: no reference is left: the block is a free object of ours.
-        unsafe { free_small(b, TINY_CLASS) };
-    }
-}
-
-/// Lets go of the calling thread's tiny block (thread exit).
-#[cfg(feature = "tiny")]
-pub(crate) fn drop_tiny(cache: &mut mcache::MCache) {
-    let b = cache.tiny.drop_current();
-    if !b.is_null() {
-        let Some(span) = HEAP.span_of(b as usize) else {
-            fatal("tiny block gomalloc does not own");
-        };
-        // SAFETY: the block is a free object of `span`.
-        unsafe { cache.free(span, b, &CENTRAL) };
     }
 }
 
@@ -322,8 +257,6 @@ unsafe impl GlobalAlloc for GoMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
-            #[cfg(feature = "tiny")]
-            Route::Tiny => alloc_tiny(layout.size(), layout.align()),
             Route::Small(class) => alloc_small(class),
             Route::Large => alloc_large(layout.size(), layout.align(), false),
         }
@@ -333,9 +266,6 @@ unsafe impl GlobalAlloc for GoMalloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match route(layout.size(), layout.align()) {
             // SAFETY: `ptr` was allocated with this layout (GlobalAlloc).
-            #[cfg(feature = "tiny")]
-            Route::Tiny => unsafe { free_tiny(ptr) },
-            // SAFETY: as above.
             Route::Small(class) => unsafe { free_small(ptr, class) },
             // SAFETY: as above.
             Route::Large => unsafe { free_large(ptr) },

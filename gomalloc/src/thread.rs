@@ -226,8 +226,6 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     CACHE.with(|c| c.set(DEAD));
     // SAFETY: the record was this thread's; no one else uses it.
     let cache = unsafe { &mut (*rec).cache };
-    #[cfg(feature = "tiny")]
-    crate::global::drop_tiny(cache);
     cache.flush(&CENTRAL);
     Registry::give(rec);
 }

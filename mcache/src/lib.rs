@@ -46,10 +46,9 @@
 //!
 //! ## Tiny objects
 //!
-//! With the cargo feature `tiny`, the cache also holds the seeds' tiny
-//! block ([`tiny`]): requests of at most 7 bytes are packed into shared
-//! 16-byte blocks. It is off by default: see the README for the
-//! measurement.
+//! The seeds' tiny allocator (requests under 16 bytes packed into shared
+//! 16-byte blocks) was built, measured and left out: it saved memory only
+//! for 1–7-byte objects and slowed every allocation (see the README).
 //!
 //! ## Example: a cache alone, over central lists on a fixed region
 //!
@@ -83,9 +82,6 @@ use mcentral::objects::{carve, carve_batch, has_remote, join, next_of, set_next,
 use mcentral::{Centrals, SpanSource};
 use mheap::Span;
 use sizeclass::NUM_CLASSES;
-
-#[cfg(feature = "tiny")]
-pub mod tiny;
 
 /// Full spans a cache keeps per class before it gives the oldest back to
 /// its central list. The refill path looks at each for remote frees, so the
@@ -314,10 +310,6 @@ pub struct MCache {
     slots: [Slot; NUM_CLASSES],
     /// This cache's owner id in `SpanObjects::owner` (0 until first use).
     id: usize,
-    /// The current tiny block (feature `tiny`); the global allocator drives
-    /// it, since freeing a block needs the page map.
-    #[cfg(feature = "tiny")]
-    pub tiny: tiny::Tiny,
 }
 
 // SAFETY: the cache owns its spans; it may move to another thread (e.g. a
@@ -337,8 +329,6 @@ impl MCache {
         Self {
             slots: [const { Slot::empty() }; NUM_CLASSES],
             id: 0,
-            #[cfg(feature = "tiny")]
-            tiny: tiny::Tiny::new(),
         }
     }
 

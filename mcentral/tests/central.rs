@@ -6,10 +6,10 @@
 //! every object is free, several threads freeing remotely into spans that
 //! another thread caches, and out of memory.
 
-use mcentral::{Centrals, SpanSource};
 use mcentral::objects::{
     carve, carve_batch, has_remote, list_len_tail, next_of, set_next, take_remote,
 };
+use mcentral::{Centrals, SpanSource};
 use mheap::{FaultInjecting, FaultPlan, FixedRegion, HeapConfig, MHeap, PageSource, Span};
 use sizeclass::{NUM_CLASSES, SIZE_CLASSES};
 use std::collections::HashSet;
