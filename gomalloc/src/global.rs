@@ -276,11 +276,12 @@ unsafe impl GlobalAlloc for GoMalloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
             Route::Large => alloc_large(layout.size(), layout.align(), true),
-            _ => {
-                // SAFETY: non-zero size (GlobalAlloc's contract).
-                let p = unsafe { self.alloc(layout) };
-                if !p.is_null() {
-                    // SAFETY: the block is at least `layout.size()` bytes.
+            Route::Small(class) => {
+                // A never-used object of a span fresh from the OS needs no
+                // memset.
+                let (p, dirty) = with_cache(|cache| cache.alloc_zeroed(class, &CENTRAL));
+                if dirty && !p.is_null() {
+                    // SAFETY: the object is at least `layout.size()` bytes.
                     unsafe { p.write_bytes(0, layout.size()) };
                 }
                 p

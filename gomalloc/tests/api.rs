@@ -457,9 +457,12 @@ fn alloc_zeroed_small_returns_zeroed_dirty_memory() {
                 // SAFETY: live with layout `l`.
                 unsafe { dealloc(p, l) };
             }
+            // alloc_zeroed prefers never-used objects of a fresh span (no
+            // memset needed); keep going until the dirty ones come back.
             let mut reused = 0;
             let mut zs = Vec::new();
-            for _ in 0..4 {
+            let limit = SIZE_CLASSES.objects_of_class(class) + 4;
+            while reused < dirty.len() && zs.len() < limit {
                 // SAFETY: non-zero size.
                 let z = unsafe { alloc_zeroed(l) };
                 assert!(!z.is_null());

@@ -347,6 +347,32 @@ impl MCache {
         self.refill(class, central)
     }
 
+    /// Allocates an object of `class` for a zeroed allocation. When the
+    /// current span came fresh from the OS and still has never-carved
+    /// objects, it takes one of those, which reads as zero, and returns
+    /// `(ptr, false)`; otherwise an ordinary object and `(ptr, true)`: the
+    /// caller must zero it. Null when out of memory.
+    pub fn alloc_zeroed<C: Central>(&mut self, class: usize, central: &C) -> (*mut u8, bool) {
+        let slot = &mut self.slots[class];
+        // SAFETY: a non-null current span is ours (slot invariant), so are
+        // its owner-guarded fields.
+        if let Some(span) = unsafe { slot.span.as_ref() } {
+            let o = &span.objects;
+            // SAFETY: as above.
+            unsafe {
+                if o.zeroed.with(|p| *p) {
+                    let carved = o.carved.with(|p| *p) as usize;
+                    if carved < span.nelems() {
+                        o.carved.with_mut(|p| *p += 1);
+                        bump(&slot.allocs);
+                        return ((span.start() + carved * span.elem_size()) as *mut u8, false);
+                    }
+                }
+            }
+        }
+        (self.alloc(class, central), true)
+    }
+
     /// The slow path of `alloc`: the current span's list is empty.
     #[cold]
     #[inline(never)]

@@ -531,3 +531,52 @@ fn out_of_memory_returns_null_and_recovers() {
     cache.flush(&central);
     heap.check_invariants();
 }
+
+/// `alloc_zeroed` hands out never-used objects of a span fresh from the
+/// source without asking for a memset, only while there are such objects,
+/// and never an object that was used.
+#[test]
+fn alloc_zeroed_skips_the_memset_only_for_never_used_objects() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let mut cache = MCache::new();
+    let class = class_of(48);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let per_span = SIZE_CLASSES.objects_of_class(class);
+    // A used object, dirtied and freed into the current span's list.
+    let used = cache.alloc(class, &central);
+    // SAFETY: ours.
+    unsafe {
+        used.write_bytes(0xFF, size);
+        assert!(cache.free_local(class, used));
+    }
+    let mut clean = 0;
+    let mut live = Vec::new();
+    for _ in 0..per_span {
+        let (p, dirty) = cache.alloc_zeroed(class, &central);
+        assert!(!p.is_null());
+        if !dirty {
+            clean += 1;
+            assert_ne!(p, used, "a used object was called clean");
+            // SAFETY: a live object of `size` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+            assert!(bytes.iter().all(|&b| b == 0), "a clean object is not zero");
+        }
+        live.push(p);
+    }
+    // Everything but the objects carved into the free list at the first
+    // refill came clean.
+    let batch = mcentral::objects::carve_batch(size);
+    assert_eq!(clean, per_span - batch, "clean objects");
+    // The span is carved out: what follows needs zeroing.
+    let (p, dirty) = cache.alloc_zeroed(class, &central);
+    assert!(dirty && !p.is_null());
+    live.push(p);
+    for p in live {
+        let sp = heap.span_of(p as usize).unwrap();
+        // SAFETY: allocated above, not used again.
+        unsafe { cache.free(sp, p, &central) };
+    }
+    cache.flush(&central);
+    assert_eq!(heap.stats().in_use, 0);
+}

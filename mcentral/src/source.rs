@@ -11,7 +11,8 @@ use sizeclass::SIZE_CLASSES;
 ///
 /// `alloc_span(class)` returns an `InUse` span of that class (its
 /// `elem_size` and `nelems` set from the size-class table), not handed out
-/// before and not in use by anyone else, with its `SpanObjects` reset; the
+/// before and not in use by anyone else, with its `SpanObjects` reset
+/// (`zeroed` true only if its memory reads as zero); the
 /// source never allocates through the global allocator.
 pub unsafe trait SpanSource {
     /// A fresh span for `class`, or `None` when out of memory.
@@ -36,7 +37,10 @@ unsafe impl<S: PageSource> SpanSource for MHeap<S> {
             .alloc_small(class as u8, t.pages_of_class(class), t.size_of_class(class))
             .ok()?;
         // SAFETY: the span was just handed out to us alone.
-        unsafe { a.span.objects.reset() };
+        unsafe {
+            a.span.objects.reset();
+            a.span.objects.zeroed.with_mut(|p| *p = a.zeroed);
+        }
         Some(a.span)
     }
 

@@ -106,6 +106,10 @@ pub struct SpanObjects {
     pub prev: crate::sync::UnsafeCell<*mut Span>,
     /// Which central list holds the span (the central tier's code).
     pub list: crate::sync::UnsafeCell<u8>,
+    /// Whether the span's never-carved objects read as zero (its pages came
+    /// fresh from the OS, or were released and not used since), so that a
+    /// zeroed allocation taking one needs no memset. Owner-guarded.
+    pub zeroed: crate::sync::UnsafeCell<bool>,
 }
 
 impl SpanObjects {
@@ -119,6 +123,7 @@ impl SpanObjects {
             next: crate::sync::UnsafeCell::new(ptr::null_mut()),
             prev: crate::sync::UnsafeCell::new(ptr::null_mut()),
             list: crate::sync::UnsafeCell::new(0),
+            zeroed: crate::sync::UnsafeCell::new(false),
         }
     }
 
@@ -137,6 +142,7 @@ impl SpanObjects {
             self.next.with_mut(|p| *p = ptr::null_mut());
             self.prev.with_mut(|p| *p = ptr::null_mut());
             self.list.with_mut(|p| *p = 0);
+            self.zeroed.with_mut(|p| *p = false);
         }
         self.remote.store(0, crate::sync::Ordering::Relaxed);
         self.owner.store(0, crate::sync::Ordering::Relaxed);
