@@ -38,7 +38,7 @@ pub struct GoMalloc;
 
 /// Where a request is served.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     /// An object of this small size class.
     Small(usize),
     /// Its own span.
@@ -47,7 +47,7 @@ enum Route {
 
 /// The route of a request of `size` bytes at `align`.
 #[inline(always)]
-fn route(size: usize, align: usize) -> Route {
+pub(crate) fn route(size: usize, align: usize) -> Route {
     match small_class(size, align) {
         Some(class) => Route::Small(class),
         None => Route::Large,
@@ -130,7 +130,7 @@ fn alloc_small_slow(class: usize) -> *mut u8 {
 /// `ptr` was allocated by gomalloc with a layout of class `class` and is not
 /// used afterwards.
 #[inline(always)]
-unsafe fn free_small(ptr: *mut u8, class: usize) {
+pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
     if let Some(cache) = current() {
         // SAFETY: caller's contract.
         if unsafe { cache.free_local(class, ptr) } {
@@ -243,8 +243,18 @@ unsafe fn free_large(ptr: *mut u8) {
         Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
         _ => fatal("free of a pointer gomalloc does not own"),
     };
-    LARGE_FREES.fetch_add(1, Relaxed);
     // SAFETY: the span holds exactly this object, which the caller gives up.
+    unsafe { free_large_span(span) };
+}
+
+/// Gives a large object's span back to the heap.
+///
+/// # Safety
+///
+/// `span` is the live span of one large object, not used afterwards.
+pub(crate) unsafe fn free_large_span(span: &mheap::Span) {
+    LARGE_FREES.fetch_add(1, Relaxed);
+    // SAFETY: caller's contract.
     unsafe { HEAP.free_span(span) };
 }
 

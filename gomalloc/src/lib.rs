@@ -69,6 +69,7 @@
 #![warn(unsafe_op_in_unsafe_fn, missing_docs)]
 
 mod global;
+pub mod raw;
 mod stats;
 mod thread;
 

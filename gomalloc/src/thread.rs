@@ -186,6 +186,27 @@ pub(crate) fn with_orphan<R>(f: impl FnOnce(&mut MCache) -> R) -> R {
     f(&mut ORPHAN.lock())
 }
 
+/// Takes the shared cache's and the registry's locks, in that order, and
+/// keeps them (for `fork`).
+pub(crate) fn lock_for_fork() {
+    core::mem::forget(ORPHAN.lock());
+    core::mem::forget(REGISTRY.lock());
+}
+
+/// Releases what [`lock_for_fork`] took.
+///
+/// # Safety
+///
+/// This thread holds both locks through `lock_for_fork` (or is the only
+/// thread of a child forked by the thread that did).
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: caller's contract.
+    unsafe {
+        REGISTRY.force_unlock(parking_lot::lock_api::GuardSend::new());
+        ORPHAN.force_unlock(parking_lot::lock_api::GuardSend::new());
+    }
+}
+
 /// The pthread key whose destructor runs at thread exit; made once.
 fn exit_key() -> libc::pthread_key_t {
     static KEY: AtomicUsize = AtomicUsize::new(0);

@@ -354,6 +354,33 @@ impl<SS: SpanSource> Centrals<SS> {
         c.counters.partial.fetch_add(1, Relaxed);
     }
 
+    /// Takes every class lock, in class order, and keeps them (for
+    /// `fork`: see `gomalloc::raw::lock_all`).
+    #[cfg(not(gomalloc_loom))]
+    pub fn lock_all_for_fork(&self) {
+        for c in &self.classes {
+            core::mem::forget(c.lists.lock());
+        }
+    }
+
+    /// Releases the locks [`lock_all_for_fork`](Self::lock_all_for_fork)
+    /// took.
+    ///
+    /// # Safety
+    ///
+    /// This thread holds them through `lock_all_for_fork` (or is the only
+    /// thread of a child forked by the thread that did).
+    #[cfg(not(gomalloc_loom))]
+    pub unsafe fn unlock_all_after_fork(&self) {
+        for c in self.classes.iter().rev() {
+            // SAFETY: caller's contract.
+            unsafe {
+                c.lists
+                    .force_unlock(parking_lot::lock_api::GuardSend::new())
+            };
+        }
+    }
+
     /// Adds the allocation and free counts of a thread cache that is going
     /// away to the class's totals.
     pub fn add_counts(&self, class: usize, allocs: u64, frees: u64) {

@@ -322,6 +322,26 @@ impl<S: PageSource> MHeap<S> {
         inner.release_locked(&self.map, target) << PAGE_SHIFT
     }
 
+    /// Takes the heap lock and keeps it (for `fork`: see
+    /// `gomalloc::raw::lock_all`).
+    pub fn lock_for_fork(&self) {
+        core::mem::forget(self.inner.lock());
+    }
+
+    /// Releases the lock [`lock_for_fork`](Self::lock_for_fork) took.
+    ///
+    /// # Safety
+    ///
+    /// This thread holds the lock through `lock_for_fork` (or is the only
+    /// thread of a child forked by the thread that did).
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: caller's contract.
+        unsafe {
+            self.inner
+                .force_unlock(parking_lot::lock_api::GuardSend::new())
+        };
+    }
+
     /// A snapshot of the counters (takes the lock briefly).
     pub fn stats(&self) -> HeapStats {
         self.inner.lock().stats()

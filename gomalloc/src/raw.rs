@@ -1,0 +1,175 @@
+//! The layout-free entry points that a C ABI needs (`gomalloc-capi` builds
+//! `libgomalloc.so` on them). This crate exports no C symbols itself: a
+//! Rust program using `GoMalloc` still links against libc's `malloc`.
+//!
+//! Unlike `GlobalAlloc`, a C caller does not say how big the block it frees
+//! was, and may pass a pointer gomalloc never handed out. Every function
+//! here that takes a pointer finds its span through the checked page-map
+//! lookup and aborts with a clear message on a pointer that is not the
+//! start of a live gomalloc object, rather than corrupting the heap.
+
+use crate::global::{CENTRAL, HEAP, Route, free_large_span, free_small, route};
+use core::ptr;
+use mheap::{PAGE_SIZE, Span, fatal};
+
+/// The alignment C's `malloc` guarantees on x86-64 and AArch64 for blocks
+/// of 16 bytes or more (`alignof(max_align_t)`); smaller blocks get 8.
+pub const MALLOC_ALIGN: usize = 16;
+
+/// The alignment C gets for `size` bytes asked at `align`.
+fn c_align(size: usize, align: usize) -> usize {
+    if size > 8 {
+        align.max(MALLOC_ALIGN)
+    } else {
+        align
+    }
+}
+
+/// `malloc(size)` with `align` (a power of two): null on out of memory or
+/// an impossible request. Size 0 gets a unique minimal block.
+pub fn malloc(size: usize, align: usize) -> *mut u8 {
+    let align = c_align(size, align);
+    if size > isize::MAX as usize - align {
+        return ptr::null_mut();
+    }
+    // SAFETY: size and align describe a valid layout (checked above; 0 is
+    // served as 1).
+    let layout = unsafe { core::alloc::Layout::from_size_align_unchecked(size.max(1), align) };
+    // SAFETY: non-zero size.
+    unsafe { core::alloc::GlobalAlloc::alloc(&crate::GoMalloc, layout) }
+}
+
+/// The span of a block a C caller passes back, checked: aborts unless
+/// `ptr` is the start of a live object.
+fn owned_span(ptr: *mut u8) -> &'static Span {
+    let addr = ptr as usize;
+    let Some(span) = HEAP.span_of(addr) else {
+        bad_pointer();
+    };
+    let off = addr - span.start();
+    let class = span.size_class() as usize;
+    // The start of an object: divide by multiplying (no division on the
+    // free path).
+    let start = if class == 0 {
+        0
+    } else {
+        sizeclass::SIZE_CLASSES.object_index(class, off) * span.elem_size()
+    };
+    if start != off {
+        bad_pointer();
+    }
+    span
+}
+
+#[cold]
+fn bad_pointer() -> ! {
+    fatal("invalid pointer passed to free/realloc: not a block gomalloc allocated")
+}
+
+/// `free(ptr)`: null is ignored; a pointer gomalloc does not own aborts.
+///
+/// # Safety
+///
+/// `ptr` is null or a block from this module (or `GoMalloc`), not used
+/// afterwards.
+pub unsafe fn free(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
+    let span = owned_span(ptr);
+    let class = span.size_class() as usize;
+    if class == 0 {
+        // SAFETY: the span holds exactly this large object.
+        unsafe { free_large_span(span) };
+    } else {
+        // SAFETY: `ptr` is a live object of class `class`.
+        unsafe { free_small(ptr, class) };
+    }
+}
+
+/// The usable size of the block at `ptr` (at least what was asked).
+///
+/// # Safety
+///
+/// `ptr` is null (0) or a live block from this module.
+pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    owned_span(ptr).elem_size()
+}
+
+/// `realloc(ptr, size)` as glibc does it: null `ptr` is `malloc(size)`;
+/// size 0 frees and returns null; in place when the block already fits
+/// (same size class, or a large span that can shrink or grow in place).
+///
+/// # Safety
+///
+/// `ptr` is null or a live block from this module, not used afterwards
+/// when a different pointer (or null after size 0) is returned.
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
+    if ptr.is_null() {
+        return malloc(size, 8);
+    }
+    if size == 0 {
+        // SAFETY: caller's contract.
+        unsafe { free(ptr) };
+        return ptr::null_mut();
+    }
+    let span = owned_span(ptr);
+    let old = span.elem_size();
+    let class = span.size_class() as usize;
+    let align = c_align(size, 8);
+    match route(size, align) {
+        Route::Small(c) if c == class => return ptr,
+        Route::Large if class == 0 => {
+            let pages = size.div_ceil(PAGE_SIZE);
+            // SAFETY: a live large span of ours; C callers own the block
+            // exclusively during realloc.
+            if pages == span.npages() || unsafe { HEAP.resize_in_place(span, pages) } {
+                return ptr;
+            }
+        }
+        _ => {}
+    }
+    let fresh = malloc(size, align);
+    if !fresh.is_null() {
+        // SAFETY: both blocks are live, at least `min` bytes, distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, fresh, old.min(size));
+            free(ptr);
+        }
+    }
+    fresh
+}
+
+/// Gives every free page back to the OS; returns whether anything was.
+pub fn trim() -> bool {
+    HEAP.release(usize::MAX) > 0
+}
+
+/// Takes every allocator lock, in the one fixed order (shared cache,
+/// cache registry, each class's central lock, heap), so that `fork` copies
+/// none of them held by another thread. For `pthread_atfork`'s prepare.
+pub fn lock_all() {
+    crate::thread::lock_for_fork();
+    CENTRAL.lock_all_for_fork();
+    HEAP.lock_for_fork();
+}
+
+/// Releases what [`lock_all`] took, in reverse order. For both
+/// `pthread_atfork`'s parent and child handlers: in the child the forking
+/// thread is the only thread, and it holds every lock.
+///
+/// # Safety
+///
+/// The calling thread took the locks with `lock_all` (or is the child of a
+/// fork made by the thread that did).
+pub unsafe fn unlock_all() {
+    // SAFETY: caller's contract.
+    unsafe {
+        HEAP.unlock_after_fork();
+        CENTRAL.unlock_all_after_fork();
+        crate::thread::unlock_after_fork();
+    }
+}
