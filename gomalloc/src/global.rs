@@ -159,6 +159,29 @@ unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, ptr: *mut u8) {
     unsafe { cache.free_nonlocal(span, ptr, &CENTRAL) }
 }
 
+/// Frees `ptr`, an object of `span` whose span the caller already looked
+/// up (the C ABI's checked free), without a second page-map walk.
+///
+/// # Safety
+///
+/// `ptr` is a live object of the small-object span `span`, not used
+/// afterwards.
+#[inline]
+pub(crate) unsafe fn free_small_in(span: &mheap::Span, ptr: *mut u8) {
+    let class = span.size_class() as usize;
+    if let Some(cache) = current() {
+        // SAFETY: caller's contract.
+        unsafe {
+            if !cache.free_local(class, ptr) {
+                cache.free_nonlocal(span, ptr, &CENTRAL);
+            }
+        }
+        return;
+    }
+    // SAFETY: caller's contract.
+    unsafe { free_small_orphan(ptr) }
+}
+
 /// A free by a thread without a cache of its own.
 ///
 /// # Safety
