@@ -34,8 +34,10 @@
 //! 2. Small: one TLS load finds the thread's `MCache`; pop the class's free
 //!    list. No lock, no atomic read-modify-write.
 //! 3. The list is empty: take the span's remote frees; else carve ~4 KiB of
-//!    never-used objects from the span; else give the exhausted span to its
-//!    central list and take a partial one (or a fresh one from the heap).
+//!    never-used objects from the span; else keep the exhausted span as
+//!    *full* and switch to a span the cache owns with local frees, or one
+//!    of its full spans that received remote frees, or a partial span from
+//!    the central list, or a fresh one from the heap.
 //! 4. Large: the heap hands out a span of whole pages at the alignment
 //!    asked for; fresh pages skip the memset of `alloc_zeroed`.
 //!
@@ -44,13 +46,20 @@
 //! 1. The layout gives the class. Small: if the object lies in the span the
 //!    thread's cache allocates that class from (two compares against bounds
 //!    kept in the cache), push it on the cache's list. Done.
-//! 2. Otherwise find the span through the page map (O(1), lock-free) and
-//!    push the object on the span's remote stack; the one push that finds
-//!    the span on its central list's full list tells the list, which takes
-//!    the span back into use or, if all its objects are free, returns it to
-//!    the heap.
-//! 3. Large: the span goes back to the heap and coalesces with its free
+//! 2. Otherwise find the span through the page map (O(1), lock-free). If
+//!    the thread's cache owns it (a span it filled earlier: the span records
+//!    its owner's id), push the object on that span's own list: still no
+//!    lock and no atomic read-modify-write.
+//! 3. Else push the object on the span's remote stack (one CAS); its owner
+//!    collects it. The one push that finds the span on its central list's
+//!    full list tells the list, which takes the span back into use or, if
+//!    all its objects are free, returns it to the heap.
+//! 4. Large: the span goes back to the heap and coalesces with its free
 //!    neighbours.
+//!
+//! The C ABI (`gomalloc-capi`, through [`raw`]) frees without a layout: it
+//! walks the page map with every check first, aborts on a pointer that is
+//! not the start of a live object, then takes the same steps.
 //!
 //! ## Threads
 //!

@@ -582,13 +582,6 @@ impl MCache {
         }
     }
 
-    /// Counts a free that the caller performed through the remote path
-    /// itself (statistics only).
-    #[inline]
-    pub fn count_free(&mut self, class: usize) {
-        bump(&self.slots[class].frees);
-    }
-
     /// Gives every span back to `central`, with its free objects, and hands
     /// the counters over (thread exit). The cache is empty afterwards and
     /// may be used again.
