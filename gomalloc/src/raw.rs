@@ -8,9 +8,10 @@
 //! lookup and aborts with a clear message on a pointer that is not the
 //! start of a live gomalloc object, rather than corrupting the heap.
 
-use crate::global::{CENTRAL, HEAP, Route, free_large_span, free_small_in, route};
+use crate::global::{CENTRAL, HEAP, Route, alloc_small, free_large_span, free_small_in, route};
 use core::ptr;
 use mheap::{PAGE_SIZE, Span, fatal};
+use sizeclass::SIZE_CLASSES;
 
 /// The alignment C's `malloc` guarantees on x86-64 and AArch64 for blocks
 /// of 16 bytes or more (`alignof(max_align_t)`); smaller blocks get 8.
@@ -39,9 +40,23 @@ pub fn malloc(size: usize, align: usize) -> *mut u8 {
     unsafe { core::alloc::GlobalAlloc::alloc(&crate::GoMalloc, layout) }
 }
 
-/// The span of a block a C caller passes back, checked: aborts unless
-/// `ptr` is the start of a live object.
-fn owned_span(ptr: *mut u8) -> &'static Span {
+/// C's `malloc(size)`: [`malloc`] at C's alignment, with a fast path for
+/// sizes up to 1 KiB that rounds to a multiple of 16 above 8 bytes and
+/// reads the class from the size table, with no alignment arithmetic.
+#[inline]
+pub fn malloc_c(size: usize) -> *mut u8 {
+    if size <= 1024 {
+        let s = if size <= 8 { size } else { (size + 15) & !15 };
+        return alloc_small(SIZE_CLASSES.class_of_upto_1k(s));
+    }
+    malloc(size, 8)
+}
+
+/// The span of a block a C caller passes back, and its size class,
+/// checked: aborts unless `ptr` is the start of a live object. Each span
+/// field is read once.
+#[inline(always)]
+fn owned_span(ptr: *mut u8) -> (&'static Span, usize) {
     let addr = ptr as usize;
     let Some(span) = HEAP.span_of(addr) else {
         bad_pointer();
@@ -53,12 +68,12 @@ fn owned_span(ptr: *mut u8) -> &'static Span {
     let start = if class == 0 {
         0
     } else {
-        sizeclass::SIZE_CLASSES.object_index(class, off) * span.elem_size()
+        SIZE_CLASSES.object_index(class, off) * SIZE_CLASSES.size_of_class(class)
     };
     if start != off {
         bad_pointer();
     }
-    span
+    (span, class)
 }
 
 #[cold]
@@ -72,18 +87,18 @@ fn bad_pointer() -> ! {
 ///
 /// `ptr` is null or a block from this module (or `GoMalloc`), not used
 /// afterwards.
+#[inline]
 pub unsafe fn free(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
-    let span = owned_span(ptr);
-    let class = span.size_class() as usize;
+    let (span, class) = owned_span(ptr);
     if class == 0 {
         // SAFETY: the span holds exactly this large object.
         unsafe { free_large_span(span) };
     } else {
-        // SAFETY: `ptr` is a live object of `span`.
-        unsafe { free_small_in(span, ptr) };
+        // SAFETY: `ptr` is a live object of `span`, of class `class`.
+        unsafe { free_small_in(span, class, ptr) };
     }
 }
 
@@ -96,7 +111,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    owned_span(ptr).elem_size()
+    owned_span(ptr).0.elem_size()
 }
 
 /// `realloc(ptr, size)` as glibc does it: null `ptr` is `malloc(size)`;
@@ -116,9 +131,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         unsafe { free(ptr) };
         return ptr::null_mut();
     }
-    let span = owned_span(ptr);
+    let (span, class) = owned_span(ptr);
     let old = span.elem_size();
-    let class = span.size_class() as usize;
     let align = c_align(size, 8);
     match route(size, align) {
         Route::Small(c) if c == class => return ptr,
@@ -171,5 +185,29 @@ pub unsafe fn unlock_all() {
         HEAP.unlock_after_fork();
         CENTRAL.unlock_all_after_fork();
         crate::thread::unlock_after_fork();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `malloc_c`'s fast path picks, for every size up to 1 KiB, a block
+    /// that holds the size at C's alignment (16 above 8 bytes), and frees
+    /// through the checked path accept it.
+    #[test]
+    fn malloc_c_sizes_and_alignment() {
+        for size in 0..=1100usize {
+            let p = malloc_c(size);
+            assert!(!p.is_null(), "malloc_c({size}) failed");
+            let want = if size > 8 { 16 } else { 8 };
+            assert_eq!(p as usize % want, 0, "malloc_c({size}) = {p:?}");
+            // SAFETY: `p` is a live block of at least `size` bytes.
+            unsafe {
+                assert!(usable_size(p) >= size.max(1));
+                p.write_bytes(0xA5, size);
+                free(p);
+            }
+        }
     }
 }

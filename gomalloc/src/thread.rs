@@ -1,10 +1,12 @@
 //! Thread binding: each thread's pointer to its cache, the records caches
 //! live in, and the thread-exit hook that hands a cache back.
 //!
-//! - **The pointer** is a `const`-initialised `thread_local!` `Cell` of a
-//!   type with no destructor: Rust compiles it to a plain TLS slot, so the
-//!   fast path pays one TLS load, and no destructor registration (which can
-//!   call libc's `calloc`) ever happens for it.
+//! - **The pointer** is one word of thread-local storage with no
+//!   destructor (so no destructor registration, which can call libc's
+//!   `calloc`, ever happens for it). On x86-64 Linux it is reached with the
+//!   initial-exec TLS model written out in assembly, also inside
+//!   `libgomalloc.so`, where a `thread_local!` would cost a call to
+//!   `__tls_get_addr`; elsewhere it is a `const` `thread_local!`.
 //! - **Records** holding an `MCache` are carved from spans of the page heap,
 //!   never from the global allocator, kept on a registry list for
 //!   statistics, and re-used by new threads once their thread exits.
@@ -17,7 +19,6 @@
 //!   ([`with_orphan`]): slower, always correct.
 
 use crate::global::{CENTRAL, HEAP};
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use mcache::MCache;
@@ -31,15 +32,96 @@ const MAKING: usize = 1;
 /// The thread's cache was handed back at thread exit.
 const DEAD: usize = 2;
 
-thread_local! {
-    /// The calling thread's cache record, or one of the sentinels above.
-    static CACHE: Cell<usize> = const { Cell::new(NONE) };
+/// The calling thread's cache record, or one of the sentinels above: one
+/// word of thread-local storage, reached with [`slot::get`] and
+/// [`slot::set`].
+mod slot {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    core::arch::global_asm!(
+        // One zero-initialised word in the TLS block of whatever module
+        // links gomalloc (the program, or libgomalloc.so). Hidden: the
+        // symbol never leaves that module.
+        ".pushsection .tbss.gomalloc_thread_cache,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl gomalloc_thread_cache",
+        ".hidden gomalloc_thread_cache",
+        ".type gomalloc_thread_cache,@object",
+        ".size gomalloc_thread_cache,8",
+        "gomalloc_thread_cache:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    /// The word's value for the calling thread.
+    ///
+    /// x86-64 Linux: the initial-exec TLS model, by hand. A Rust
+    /// `thread_local!` compiled into a shared library uses the
+    /// general-dynamic model, a call to `__tls_get_addr` on every access
+    /// (about 11 instructions, twice per malloc/free pair under
+    /// `LD_PRELOAD`); initial-exec is one load of the word's offset from the
+    /// GOT and one `%fs`-relative load, and the linker turns it into a
+    /// single load in a program. The price: the library needs static TLS,
+    /// which a library loaded at start-up (linked or `LD_PRELOAD`) always
+    /// has, and glibc reserves room for in libraries opened later.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[inline(always)]
+    pub(super) fn get() -> usize {
+        let v: usize;
+        // SAFETY: reads this thread's copy of `gomalloc_thread_cache`, a
+        // word of the TLS block defined above; `%fs` points to the thread's
+        // TCB, and the GOT entry holds the word's offset from it.
+        unsafe {
+            core::arch::asm!(
+                "movq gomalloc_thread_cache@GOTTPOFF(%rip), {v}",
+                "movq %fs:({v}), {v}",
+                v = out(reg) v,
+                options(att_syntax, nostack, preserves_flags, readonly, pure),
+            )
+        };
+        v
+    }
+
+    /// Sets the word for the calling thread.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[inline(always)]
+    pub(super) fn set(v: usize) {
+        // SAFETY: writes this thread's copy of the word (see `get`).
+        unsafe {
+            core::arch::asm!(
+                "movq gomalloc_thread_cache@GOTTPOFF(%rip), {off}",
+                "movq {v}, %fs:({off})",
+                v = in(reg) v,
+                off = out(reg) _,
+                options(att_syntax, nostack, preserves_flags),
+            )
+        };
+    }
+
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    std::thread_local! {
+        /// The word, elsewhere: a `const` thread-local with no destructor.
+        static CACHE: core::cell::Cell<usize> = const { core::cell::Cell::new(super::NONE) };
+    }
+
+    /// The word's value for the calling thread.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    #[inline(always)]
+    pub(super) fn get() -> usize {
+        CACHE.with(|c| c.get())
+    }
+
+    /// Sets the word for the calling thread.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    #[inline(always)]
+    pub(super) fn set(v: usize) {
+        CACHE.with(|c| c.set(v))
+    }
 }
 
 /// The calling thread's cache, if it has a live one. One TLS load.
 #[inline(always)]
 pub(crate) fn current() -> Option<&'static mut MCache> {
-    let p = CACHE.with(|c| c.get());
+    let p = slot::get();
     if p > DEAD {
         // SAFETY: a value above the sentinels is this thread's record,
         // used by this thread alone until its exit hook runs.
@@ -54,16 +136,16 @@ pub(crate) fn current() -> Option<&'static mut MCache> {
 #[cold]
 #[inline(never)]
 pub(crate) fn current_or_make() -> Option<&'static mut MCache> {
-    match CACHE.with(|c| c.get()) {
+    match slot::get() {
         NONE => {}
         MAKING | DEAD => return None,
         _ => return current(),
     }
-    CACHE.with(|c| c.set(MAKING));
+    slot::set(MAKING);
     let rec = match Registry::take() {
         Some(r) => r,
         None => {
-            CACHE.with(|c| c.set(NONE));
+            slot::set(NONE);
             return None;
         }
     };
@@ -73,7 +155,7 @@ pub(crate) fn current_or_make() -> Option<&'static mut MCache> {
     // it may call its own `calloc`, which is libc's, not ours, when gomalloc
     // is a Rust global allocator.
     unsafe { libc::pthread_setspecific(key, rec.cast()) };
-    CACHE.with(|c| c.set(rec as usize));
+    slot::set(rec as usize);
     current()
 }
 
@@ -244,7 +326,7 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     if rec.is_null() {
         return;
     }
-    CACHE.with(|c| c.set(DEAD));
+    slot::set(DEAD);
     // SAFETY: the record was this thread's; no one else uses it.
     let cache = unsafe { &mut (*rec).cache };
     cache.flush(&CENTRAL);

@@ -55,7 +55,7 @@ fn os_page() -> usize {
 /// C's contract for `malloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let p = raw::malloc(size, 8);
+    let p = raw::malloc_c(size);
     if p.is_null() { enomem() } else { p.cast() }
 }
 
