@@ -136,49 +136,25 @@ pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
             return;
         }
         // SAFETY: caller's contract; not in the current span.
-        return unsafe { free_small_nonlocal(cache, ptr) };
+        return unsafe { free_small_nonlocal(cache, class, ptr) };
     }
     // SAFETY: caller's contract.
     unsafe { free_small_orphan(ptr) }
 }
 
 /// A free whose object is not in the current span of the thread's cache:
-/// into another span the cache owns, or a remote free. Not `#[cold]`: a
-/// thread freeing what it allocated a span ago takes it often.
+/// into the cache's stash of the class (no page-map walk). Not `#[cold]`:
+/// a thread freeing what it allocated a span ago, or what another thread
+/// allocated, takes it often.
 ///
 /// # Safety
 ///
 /// As for `free_small`.
 #[inline(never)]
-unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, ptr: *mut u8) {
-    // SAFETY: `ptr` is a live object gomalloc handed out (GlobalAlloc's
-    // contract), so its page belongs to a live span.
-    let span = unsafe { HEAP.span_of_unchecked(ptr as usize) };
-    // SAFETY: `ptr` is an allocated object of `span`.
-    unsafe { cache.free_nonlocal(span, ptr, &CENTRAL) }
-}
-
-/// Frees `ptr`, an object of `span` (of class `class`) whose span the
-/// caller already looked up (the C ABI's checked free), without a second
-/// page-map walk.
-///
-/// # Safety
-///
-/// `ptr` is a live object of the small-object span `span`, not used
-/// afterwards.
-#[inline(always)]
-pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u8) {
-    if let Some(cache) = current() {
-        // SAFETY: caller's contract.
-        unsafe {
-            if !cache.free_local(class, ptr) {
-                cache.free_nonlocal(span, ptr, &CENTRAL);
-            }
-        }
-        return;
-    }
-    // SAFETY: caller's contract.
-    unsafe { free_small_orphan(ptr) }
+unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, class: usize, ptr: *mut u8) {
+    // SAFETY: `ptr` is a live object of `class` gomalloc handed out
+    // (GlobalAlloc's contract).
+    unsafe { cache.free_other(class, ptr, &CENTRAL) }
 }
 
 /// A free by a thread without a cache of its own.

@@ -8,7 +8,7 @@
 //! lookup and aborts with a clear message on a pointer that is not the
 //! start of a live gomalloc object, rather than corrupting the heap.
 
-use crate::global::{CENTRAL, HEAP, Route, alloc_small, free_large_span, free_small_in, route};
+use crate::global::{CENTRAL, HEAP, Route, alloc_small, free_large_span, free_small, route};
 use core::ptr;
 use mheap::{PAGE_SIZE, Span, fatal};
 use sizeclass::SIZE_CLASSES;
@@ -97,8 +97,8 @@ pub unsafe fn free(ptr: *mut u8) {
         // SAFETY: the span holds exactly this large object.
         unsafe { free_large_span(span) };
     } else {
-        // SAFETY: `ptr` is a live object of `span`, of class `class`.
-        unsafe { free_small_in(span, class, ptr) };
+        // SAFETY: `ptr` is a live object of class `class`.
+        unsafe { free_small(ptr, class) };
     }
 }
 

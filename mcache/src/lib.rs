@@ -13,8 +13,14 @@
 //!   cache owns (the caller found it through the page map), it pushes onto
 //!   that span's own list and files the span as *partial*
 //!   ([`MCache::free`]);
-//! - **any other free** goes to the span's remote stack through the tier
-//!   below ([`Central::free_remote`]); the owner collects it later.
+//! - **any other free** (an object of another span, this cache's or
+//!   another thread's) pushes onto the class's *stash*
+//!   ([`MCache::free_other`]): no page map, no atomic; the next allocations
+//!   re-use it while it is still in this CPU's cache. Past
+//!   [`STASH_BYTES`] per class, or at flush, the stash drains: each object
+//!   goes back to its span, through the page map, onto an owned span's list
+//!   or the span's remote stack ([`Central::free_remote`]), where the owner
+//!   collects it later.
 //!
 //! Go's mcache holds one span per class and gives it back to mcentral when
 //! it runs out, so a thread that frees what it allocated a span ago pays a
@@ -25,14 +31,19 @@
 //!
 //! ## Refill (the slow path of `alloc`)
 //!
+//! `alloc` pops the current span's list, then the stash; when both are
+//! empty, freed memory is re-used before fresh memory is touched:
+//!
 //! 1. The current span's remote stack, if anything is on it.
-//! 2. Never-used objects carved from the current span, ~4 KiB at a time,
-//!    so pages are touched as they are used.
-//! 3. The current span is exhausted: file it as *full* (owned, nothing to
-//!    give); beyond [`MAX_FULL`] full spans, the oldest goes back to the
-//!    central list, which watches it for remote frees.
-//! 4. The next current span: a partial one (local frees), else a full one
-//!    whose remote stack filled meanwhile, else one from the central list.
+//! 2. Another owned span with free objects: a partial one (local frees),
+//!    else a full one whose remote stack filled meanwhile. The current span
+//!    is filed as *full* (owned, nothing on its list; it may keep
+//!    never-carved objects for later).
+//! 3. Never-used objects carved from the current span, ~4 KiB at a time,
+//!    so pages are touched as they are used; once it is exhausted, it is
+//!    filed as full. Beyond [`MAX_FULL`] full spans, the oldest goes back
+//!    to the central list, which watches it for remote frees.
+//! 4. A span from the central list.
 //!
 //! A partial span whose objects are all free counts as *empty*; beyond
 //! [`MAX_EMPTY_BYTES`] of them per class, one goes back to the central
@@ -92,6 +103,29 @@ pub const MAX_FULL: usize = 16;
 /// it gives them back (it always keeps one).
 pub const MAX_EMPTY_BYTES: usize = 128 << 10;
 
+/// Bytes of objects of other spans a cache keeps per class (its *stash*,
+/// see [`MCache::free_other`]) before it sends them to their spans.
+pub const STASH_BYTES: usize = 16 << 10;
+
+/// How many objects the stash of each class holds at most:
+/// [`STASH_BYTES`] worth, at least 2 and at most 64.
+const STASH_CAP: [u32; NUM_CLASSES] = {
+    let mut caps = [0u32; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let n = STASH_BYTES / sizeclass::SIZE_CLASSES.size_of_class(c);
+        caps[c] = if n < 2 {
+            2
+        } else if n > 64 {
+            64
+        } else {
+            n as u32
+        };
+        c += 1;
+    }
+    caps
+};
+
 /// What a thread cache needs from the tier below.
 ///
 /// # Safety
@@ -121,6 +155,13 @@ pub unsafe trait Central {
 
     /// Receives the counters of a cache that flushes.
     fn add_counts(&self, class: usize, allocs: u64, frees: u64);
+
+    /// The span holding `obj`.
+    ///
+    /// # Safety
+    ///
+    /// `obj` is an allocated object of a span of this central's source.
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span;
 }
 
 // SAFETY: `Centrals` implements exactly this contract.
@@ -144,6 +185,12 @@ unsafe impl<SS: SpanSource> Central for Centrals<SS> {
 
     fn add_counts(&self, class: usize, allocs: u64, frees: u64) {
         Centrals::add_counts(self, class, allocs, frees)
+    }
+
+    #[inline(always)]
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span {
+        // SAFETY: caller's contract.
+        unsafe { self.source().span_of(obj) }
     }
 }
 
@@ -228,6 +275,11 @@ struct Slot {
     start: usize,
     end: usize,
     span: *const Span,
+    /// Freed objects of other spans, re-used before the current span's
+    /// never-carved objects; `stash_len` of them, at most the class's
+    /// `STASH_CAP`.
+    stash: *mut u8,
+    stash_len: u32,
     /// Allocations and frees by this thread. Written only by the owning
     /// thread (load + store, not read-modify-write: no atomic cost on the
     /// fast path), read by anyone for statistics.
@@ -245,6 +297,8 @@ impl Slot {
             start: 0,
             end: 0,
             span: ptr::null(),
+            stash: ptr::null_mut(),
+            stash_len: 0,
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             partial: SpanList::new(),
@@ -344,6 +398,15 @@ impl MCache {
             bump(&slot.allocs);
             return p;
         }
+        let p = slot.stash;
+        if !p.is_null() {
+            // SAFETY: `p` heads the stash: free objects only this cache
+            // holds.
+            slot.stash = unsafe { next_of(p) };
+            slot.stash_len -= 1;
+            bump(&slot.allocs);
+            return p;
+        }
         self.refill(class, central)
     }
 
@@ -374,6 +437,13 @@ impl MCache {
     }
 
     /// The slow path of `alloc`: the current span's list is empty.
+    ///
+    /// Freed memory is re-used before fresh memory is touched: the current
+    /// span's remote frees, then another owned span with free objects (a
+    /// partial one, or a full one that received remote frees), and only
+    /// then the current span's never-carved objects, then a span from the
+    /// central list. A thread whose objects are freed by others (a server
+    /// handing requests around) so keeps its resident set to what it uses.
     #[cold]
     #[inline(never)]
     fn refill<C: Central>(&mut self, class: usize, central: &C) -> *mut u8 {
@@ -381,67 +451,31 @@ impl MCache {
             self.id = NEXT_ID.fetch_add(1, Relaxed);
         }
         let slot = &mut self.slots[class];
-        if !slot.span.is_null() {
-            // SAFETY: the current span is ours (slot invariant).
-            let span = unsafe { &*slot.span };
-            let mut list = ptr::null_mut();
-            if has_remote(span) {
-                list = take_remote(span, 0);
-            }
-            if list.is_null() {
-                // SAFETY: we own the span.
-                list = unsafe { carve(span, carve_batch(span.elem_size())) }.0;
-            }
+        // SAFETY: a non-null current span is ours (slot invariant).
+        let current = unsafe { slot.span.as_ref() };
+        if let Some(span) = current
+            && has_remote(span)
+        {
+            let list = take_remote(span, 0);
             if !list.is_null() {
                 return self.pop_from(class, list);
             }
-            // Exhausted: keep it as a full span.
-            slot.clear_current();
-            // SAFETY: we own the span; it is on no list.
-            unsafe { slot.full.push_front(span, ON_FULL) };
-            if slot.full.len > MAX_FULL {
-                // SAFETY: the tail is a full span we own.
-                let oldest = unsafe { &*slot.full.tail };
-                // SAFETY: as above.
-                unsafe { slot.full.remove(oldest) };
-                oldest.objects.owner.store(0, Relaxed);
-                // SAFETY: we own it; its own list is empty (full).
-                unsafe { central.uncache_span(oldest, ptr::null_mut()) };
-            }
         }
-        // The next current span: a partial one first.
-        let slot = &mut self.slots[class];
-        if !slot.partial.head.is_null() {
-            // SAFETY: partial spans are ours.
-            let span = unsafe { &*slot.partial.head };
-            // SAFETY: as above.
-            unsafe {
-                slot.partial.remove(span);
-                if wholly_free(span) {
-                    slot.empty_bytes -= span.bytes();
-                }
-                let mut list = take_list(span);
-                if has_remote(span) {
-                    list = join(take_remote(span, 0), list).0;
-                }
-                slot.set_current(span, list);
+        if let Some((span, list)) = self.take_owned(class) {
+            if let Some(cur) = current {
+                self.park_current(class, cur, central);
+            }
+            self.slots[class].set_current(span, list);
+            return self.pop_from(class, list);
+        }
+        if let Some(span) = current {
+            // SAFETY: we own the span.
+            let list = unsafe { carve(span, carve_batch(span.elem_size())) }.0;
+            if !list.is_null() {
                 return self.pop_from(class, list);
             }
-        }
-        // A full one that received remote frees.
-        let mut s = slot.full.head;
-        while !s.is_null() {
-            // SAFETY: full spans are ours.
-            let span = unsafe { &*s };
-            if has_remote(span) {
-                // SAFETY: as above.
-                unsafe { slot.full.remove(span) };
-                let list = take_remote(span, 0);
-                slot.set_current(span, list);
-                return self.pop_from(class, list);
-            }
-            // SAFETY: as above.
-            s = span.objects.next.with(|p| unsafe { *p });
+            // Exhausted.
+            self.park_current(class, span, central);
         }
         // A span from the central list.
         let Some((span, mut list)) = central.cache_span(class) else {
@@ -461,6 +495,71 @@ impl MCache {
         }
         self.slots[class].set_current(span, list);
         self.pop_from(class, list)
+    }
+
+    /// An owned, non-current span of `class` with free objects, taken off
+    /// its list with them: a partial span first, else a full one that
+    /// received remote frees.
+    fn take_owned(&mut self, class: usize) -> Option<(&'static Span, *mut u8)> {
+        let slot = &mut self.slots[class];
+        if !slot.partial.head.is_null() {
+            // SAFETY: partial spans are ours, and live as long as the heap
+            // (span records are never freed).
+            let span: &'static Span = unsafe { &*slot.partial.head };
+            // SAFETY: as above.
+            unsafe {
+                slot.partial.remove(span);
+                if wholly_free(span) {
+                    slot.empty_bytes -= span.bytes();
+                }
+                let mut list = take_list(span);
+                if has_remote(span) {
+                    list = join(take_remote(span, 0), list).0;
+                }
+                if !list.is_null() {
+                    return Some((span, list));
+                }
+                // Cannot happen (a partial span has a list), but keep it
+                // owned rather than lose it.
+                slot.full.push_front(span, ON_FULL);
+            }
+        }
+        let mut s = slot.full.head;
+        while !s.is_null() {
+            // SAFETY: full spans are ours; records live as long as the heap.
+            let span: &'static Span = unsafe { &*s };
+            if has_remote(span) {
+                let list = take_remote(span, 0);
+                if !list.is_null() {
+                    // SAFETY: as above.
+                    unsafe { slot.full.remove(span) };
+                    return Some((span, list));
+                }
+            }
+            // SAFETY: as above.
+            s = span.objects.next.with(|p| unsafe { *p });
+        }
+        None
+    }
+
+    /// Moves the current span of `class`, whose free list is empty (it may
+    /// still have never-carved objects), to the full list, giving the
+    /// oldest full span back to `central` beyond [`MAX_FULL`].
+    fn park_current<C: Central>(&mut self, class: usize, span: &Span, central: &C) {
+        let slot = &mut self.slots[class];
+        debug_assert!(ptr::eq(slot.span, span) && slot.free.is_null());
+        slot.clear_current();
+        // SAFETY: we own the span; it is on no list.
+        unsafe { slot.full.push_front(span, ON_FULL) };
+        if slot.full.len > MAX_FULL {
+            // SAFETY: the tail is a full span we own.
+            let oldest = unsafe { &*slot.full.tail };
+            // SAFETY: as above.
+            unsafe { slot.full.remove(oldest) };
+            oldest.objects.owner.store(0, Relaxed);
+            // SAFETY: we own it; its own list is empty (full).
+            unsafe { central.uncache_span(oldest, ptr::null_mut()) };
+        }
     }
 
     #[inline(always)]
@@ -531,6 +630,81 @@ impl MCache {
         }
     }
 
+    /// Frees `ptr`, an object of `class` outside the current span, into the
+    /// class's *stash*: a list of freed objects of any span, which the next
+    /// allocations of the class re-use (after the current span's list,
+    /// before any never-carved object). No page-map walk, no atomic: the
+    /// object goes back to its span only when the stash overflows
+    /// ([`STASH_BYTES`]) or the cache flushes.
+    ///
+    /// A thread that frees what other threads allocated (a server handing
+    /// requests around, a consumer of a queue) so re-uses those objects
+    /// while they are still in its own CPU cache, instead of sending each
+    /// one back to its owner's remote stack, where the owner would find it
+    /// cold.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is an allocated object of `class` of a span of `central`'s
+    /// source, not used afterwards.
+    #[inline]
+    pub unsafe fn free_other<C: Central>(&mut self, class: usize, ptr: *mut u8, central: &C) {
+        let slot = &mut self.slots[class];
+        // SAFETY: `ptr` is free now, ours to link.
+        unsafe { set_next(ptr, slot.stash) };
+        slot.stash = ptr;
+        slot.stash_len += 1;
+        bump(&slot.frees);
+        if slot.stash_len > STASH_CAP[class] {
+            self.drain_stash(class, central);
+        }
+    }
+
+    /// Sends every object of the stash of `class` back to its span.
+    #[cold]
+    #[inline(never)]
+    fn drain_stash<C: Central>(&mut self, class: usize, central: &C) {
+        let slot = &mut self.slots[class];
+        let mut p = slot.stash;
+        slot.stash = ptr::null_mut();
+        slot.stash_len = 0;
+        while !p.is_null() {
+            // SAFETY: stash objects are free objects only this cache holds.
+            let next = unsafe { next_of(p) };
+            // SAFETY: `p` is still allocated as far as its span knows.
+            let span = unsafe { central.span_of(p) };
+            // SAFETY: as above.
+            unsafe { self.release(class, span, p, central) };
+            p = next;
+        }
+    }
+
+    /// Returns `ptr`, an object of `span` that its span counts allocated
+    /// (already counted as freed), to the span: the current span's list,
+    /// another owned span's list, or the span's remote stack.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is an allocated object of `span`, of class `class`, not used
+    /// afterwards.
+    unsafe fn release<C: Central>(&mut self, class: usize, span: &Span, ptr: *mut u8, central: &C) {
+        let slot = &mut self.slots[class];
+        if ptr::eq(slot.span, span) {
+            // SAFETY: a free object of our current span.
+            unsafe { set_next(ptr, slot.free) };
+            slot.free = ptr;
+            return;
+        }
+        let owner = span.objects.owner.load(Relaxed);
+        if owner == self.id && owner != 0 {
+            // SAFETY: the span is ours and not current.
+            unsafe { self.free_owned(class, span, ptr, central) };
+        } else {
+            // SAFETY: caller's contract; this cache does not own `span`.
+            unsafe { central.free_remote(span, ptr) };
+        }
+    }
+
     /// A free into an owned span that is not current.
     ///
     /// # Safety
@@ -587,6 +761,17 @@ impl MCache {
     /// may be used again.
     pub fn flush<C: Central>(&mut self, central: &C) {
         for class in 1..NUM_CLASSES {
+            #[cfg(not(gomalloc_loom_broken = "stash"))]
+            if !self.slots[class].stash.is_null() {
+                self.drain_stash(class, central);
+            }
+            // Broken on purpose: forgets the stash, whose objects never go
+            // back to their spans.
+            #[cfg(gomalloc_loom_broken = "stash")]
+            {
+                self.slots[class].stash = ptr::null_mut();
+                self.slots[class].stash_len = 0;
+            }
             let slot = &mut self.slots[class];
             let (allocs, frees) = (slot.allocs.load(Relaxed), slot.frees.load(Relaxed));
             if allocs != 0 || frees != 0 {

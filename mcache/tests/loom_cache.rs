@@ -27,6 +27,7 @@
 //! |---|---|---|
 //! | [`refill_races_remote_frees`] | a cache's refill (collect, give back, take another) vs two remote frees | `take_remote` |
 //! | [`flush_races_remote_frees`] | a cache's flush (thread exit) vs remote frees of objects it allocated | `flush` |
+//! | [`stash_drain_races_owner_flush`] | another cache stashes the owner's objects, re-uses one, and flushes (its stash drains to the remote stacks) vs the owner's allocation, free and flush | `stash` |
 
 #![cfg(gomalloc_loom)]
 
@@ -128,6 +129,44 @@ fn flush_races_remote_frees() {
         free_remote(&c, objs[2]);
         other.join().unwrap();
         exiting.join().unwrap();
+        drain_and_check(&c);
+    });
+}
+
+/// Frees `obj` into `cache`'s stash (a thread freeing an object of a span
+/// it may not own).
+fn stash_free(cache: &mut MCache, c: &Central, obj: usize) {
+    c.source().give_obj(obj as *mut u8);
+    // SAFETY: `obj` is an allocated object of CLASS, not used afterwards.
+    unsafe { cache.free_other(CLASS, obj as *mut u8, c) };
+}
+
+/// Another thread frees the owner's objects into its stash, re-uses one
+/// from the stash, and flushes (the stash drains to the spans' remote
+/// stacks) while the owner allocates, frees and flushes: every object and
+/// span must come back exactly once.
+#[test]
+fn stash_drain_races_owner_flush() {
+    model(4, || {
+        let c = new_central(2, 2048);
+        let mut owner = Box::new(MCache::new());
+        let objs = [alloc(&mut owner, &c), alloc(&mut owner, &c)];
+        let other = {
+            let c = Arc::clone(&c);
+            spawn_big(move || {
+                let mut cache = Box::new(MCache::new());
+                stash_free(&mut cache, &c, objs[0]);
+                let p = alloc(&mut cache, &c);
+                assert_eq!(p, objs[0], "the stash is re-used first");
+                stash_free(&mut cache, &c, p);
+                stash_free(&mut cache, &c, objs[1]);
+                cache.flush(&*c);
+            })
+        };
+        let x = alloc(&mut owner, &c);
+        free(&mut owner, &c, x);
+        owner.flush(&*c);
+        other.join().unwrap();
         drain_and_check(&c);
     });
 }

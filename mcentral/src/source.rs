@@ -25,6 +25,14 @@ pub unsafe trait SpanSource {
     /// `span` came from `alloc_span` of this source, and nothing uses it or
     /// its memory afterwards.
     unsafe fn free_span(&self, span: &Span);
+
+    /// The span holding `obj`.
+    ///
+    /// # Safety
+    ///
+    /// `obj` is an allocated object of a span this source handed out and
+    /// that is still in use.
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span;
 }
 
 // SAFETY: `alloc_small` hands out an InUse span of the right class that
@@ -48,6 +56,12 @@ unsafe impl<S: PageSource> SpanSource for MHeap<S> {
         // SAFETY: caller's contract.
         unsafe { MHeap::free_span(self, span) }
     }
+
+    #[inline(always)]
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span {
+        // SAFETY: caller's contract: `obj` lies in a live span of this heap.
+        unsafe { self.span_of_unchecked(obj as usize) }
+    }
 }
 
 // SAFETY: forwards to `T`.
@@ -59,5 +73,11 @@ unsafe impl<T: SpanSource + ?Sized> SpanSource for &T {
     unsafe fn free_span(&self, span: &Span) {
         // SAFETY: caller's contract.
         unsafe { (**self).free_span(span) }
+    }
+
+    #[inline(always)]
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span {
+        // SAFETY: caller's contract.
+        unsafe { (**self).span_of(obj) }
     }
 }

@@ -256,6 +256,10 @@ unsafe impl SpanSource for OneObject {
         // SAFETY: caller's contract.
         unsafe { self.0.free_span(span) }
     }
+
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span {
+        self.0.span_of(obj as usize).expect("object of a live span")
+    }
 }
 
 #[test]

@@ -104,12 +104,25 @@ const MODELS: &[Model] = &[
         name: "flush_races_remote_frees",
         broken: "flush",
     },
+    Model {
+        package: "mcache",
+        test: "loom_cache",
+        name: "stash_drain_races_owner_flush",
+        broken: "stash",
+    },
 ];
 
 /// The values of `gomalloc_loom_broken`, as registered in the root
 /// `Cargo.toml`'s `check-cfg` (a unit test checks the two agree). Broken
 /// runs go in this order.
-const VARIANTS: &[&str] = &["take_remote", "uncache_full", "notify", "handout", "flush"];
+const VARIANTS: &[&str] = &[
+    "take_remote",
+    "uncache_full",
+    "notify",
+    "handout",
+    "flush",
+    "stash",
+];
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]

@@ -204,6 +204,15 @@ unsafe impl SpanSource for FakeSource {
         self.freed.fetch_add(1, SeqCst);
         self.recycled.fetch_or(1 << i, Release);
     }
+
+    unsafe fn span_of(&self, obj: *mut u8) -> &Span {
+        let span = FakeSource::span_of(self, obj as usize);
+        assert!(
+            self.live[self.index_of(span)].load(SeqCst),
+            "span lookup of an object of a span not handed out"
+        );
+        span
+    }
 }
 
 pub type Central = Centrals<FakeSource>;
