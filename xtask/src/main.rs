@@ -8,12 +8,17 @@
 use std::env;
 use std::process::ExitCode;
 
+mod compare;
 mod loom;
 mod sizeclasses;
 
 /// Every subcommand: name and one-line summary, in the order `--help` lists
 /// them. Add a line here and an arm in `main` for a new one.
 const SUBCOMMANDS: &[(&str, &str)] = &[
+    (
+        "compare",
+        "run the comparison suite: gomalloc against system, mimalloc, jemalloc, tcmalloc",
+    ),
     (
         "sizeclasses",
         "print a size-class table (gomalloc's by default; --help for options)",
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         }
     };
     match command {
+        "compare" => compare::run(rest),
         "sizeclasses" => sizeclasses::run(rest),
         "loom" => loom::run(rest),
         "-h" | "--help" | "help" => {

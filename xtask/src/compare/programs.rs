@@ -1,0 +1,259 @@
+//! The real-program workloads: python3 and sqlite3 run under each
+//! allocator's C library through `LD_PRELOAD` (glibc's malloc when nothing
+//! is preloaded). Their scripts are written by [`Program::prepare`] into the
+//! work directory (`<out>/work`); each run's stdout must equal the
+//! reference run's (glibc's), byte for byte.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A real program driven by a script the suite writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// CPython with `PYTHONMALLOC=malloc` (every object through malloc):
+    /// dicts of strings and lists churned, with a JSON dump now and then.
+    Python,
+    /// sqlite3 on an in-memory database: bulk insert, an index, grouping
+    /// and a self-join.
+    Sqlite,
+}
+
+/// Every real-program workload, in table order.
+pub const PROGRAMS: &[Program] = &[Program::Python, Program::Sqlite];
+
+/// The python workload; `sys.argv[1]` is the number of iterations.
+const PYTHON_SCRIPT: &str = r#"import json, random, sys
+random.seed(7)
+live = {}
+total = 0
+for i in range(int(sys.argv[1])):
+    k = random.randrange(50_000)
+    live[k] = {"id": i, "name": "x" * random.randrange(1, 200), "tags": list(range(i % 20))}
+    if i % 3 == 0:
+        live.pop(random.randrange(50_000), None)
+    if i % 1000 == 0:
+        total += len(json.dumps(list(live.values())[:50]))
+print(len(live), total)
+"#;
+
+impl Program {
+    /// Its workload name (the table's row, `--filter`, `--size`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Python => "python3",
+            Program::Sqlite => "sqlite3",
+        }
+    }
+
+    /// Its default size: python iterations, or sqlite rows inserted.
+    pub fn default_size(self) -> u64 {
+        match self {
+            Program::Python => 300_000,
+            Program::Sqlite => 20_000,
+        }
+    }
+
+    /// The Debian package that installs the program.
+    fn package(self) -> &'static str {
+        match self {
+            Program::Python => "python3",
+            Program::Sqlite => "sqlite3",
+        }
+    }
+
+    /// The program's executable, or why it cannot be run. For python3 this
+    /// is the interpreter itself (`sys.executable`), not a wrapper such as a
+    /// pyenv shim, so that neither the wrapper's time nor its allocations
+    /// are measured.
+    pub fn locate(self) -> Result<PathBuf, String> {
+        let found = find_in_path(self.name()).ok_or_else(|| {
+            format!(
+                "`{}` is not on PATH (Debian package {pkg}: apt-get install {pkg})",
+                self.name(),
+                pkg = self.package()
+            )
+        })?;
+        match self {
+            Program::Sqlite => Ok(found),
+            Program::Python => {
+                let out = Command::new(&found)
+                    .args(["-c", "import sys; print(sys.executable)"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map_err(|e| format!("running {}: {e}", found.display()))?;
+                let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !out.status.success() || exe.is_empty() {
+                    return Err(format!("{} does not run", found.display()));
+                }
+                Ok(PathBuf::from(exe))
+            }
+        }
+    }
+
+    /// Writes the workload's input of `size` into `work` and returns the
+    /// command that runs it (the caller adds `LD_PRELOAD`).
+    pub fn prepare(self, exe: &Path, work: &Path, size: u64) -> io::Result<Prepared> {
+        match self {
+            Program::Python => {
+                let script = work.join("alloc.py");
+                fs::write(&script, PYTHON_SCRIPT)?;
+                Ok(Prepared {
+                    exe: exe.to_path_buf(),
+                    args: vec![script.display().to_string(), size.to_string()],
+                    env: vec![("PYTHONMALLOC", "malloc")],
+                    stdin: None,
+                })
+            }
+            Program::Sqlite => {
+                let sql = work.join(format!("work-{size}.sql"));
+                fs::write(&sql, sqlite_script(size))?;
+                Ok(Prepared {
+                    exe: exe.to_path_buf(),
+                    args: vec![":memory:".to_string()],
+                    env: Vec::new(),
+                    stdin: Some(sql),
+                })
+            }
+        }
+    }
+}
+
+/// How to run one prepared real-program workload.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    exe: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+    /// A file fed to its stdin (`/dev/null` when `None`).
+    stdin: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// A command for one run, with `preload` in `LD_PRELOAD` (none: glibc).
+    pub fn command(&self, preload: Option<&Path>) -> io::Result<Command> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&self.args).env_remove("LD_PRELOAD");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(lib) = preload {
+            cmd.env("LD_PRELOAD", lib);
+        }
+        match &self.stdin {
+            Some(file) => cmd.stdin(File::open(file)?),
+            None => cmd.stdin(Stdio::null()),
+        };
+        Ok(cmd)
+    }
+}
+
+/// The sqlite3 workload with `rows` rows (the SQL of the former
+/// `benches/scripts/real-programs.sh`, which had 20 000).
+pub fn sqlite_script(rows: u64) -> String {
+    let mut s = String::from(
+        "PRAGMA journal_mode=OFF; CREATE TABLE t(a INTEGER, b TEXT, c REAL);\nBEGIN;\n",
+    );
+    for i in 1..=rows {
+        let _ = writeln!(
+            s,
+            "INSERT INTO t VALUES({i}, 'row-{i}-{}', {i}.5);",
+            i * 7919 % 1000
+        );
+    }
+    s.push_str("COMMIT; CREATE INDEX ib ON t(b);\n");
+    s.push_str("SELECT count(*), sum(a), max(length(b)) FROM t;\n");
+    s.push_str("SELECT substr(b, 1, 6), count(*) FROM t GROUP BY 1 ORDER BY 2 DESC LIMIT 3;\n");
+    s.push_str("SELECT count(*) FROM t x JOIN t y ON x.a = y.a + 1 WHERE x.b > y.b;\n");
+    s
+}
+
+/// The first executable file called `name` in a directory of `PATH`.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// FNV-1a (64-bit) of `bytes` as 16 hex digits: the checksum column of a
+/// real program's run (a digest of its stdout).
+pub fn digest(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A short account of how `got` differs from `want`: the first differing
+/// line of each.
+pub fn first_difference(want: &[u8], got: &[u8]) -> String {
+    let want = String::from_utf8_lossy(want);
+    let got = String::from_utf8_lossy(got);
+    let (mut w, mut g) = (want.lines(), got.lines());
+    for n in 1.. {
+        match (w.next(), g.next()) {
+            (None, None) => break,
+            (a, b) if a == b => continue,
+            (a, b) => {
+                return format!(
+                    "line {n}: expected {:?}, got {:?}",
+                    a.unwrap_or("<end>"),
+                    b.unwrap_or("<end>")
+                );
+            }
+        }
+    }
+    "the same lines, different bytes (line endings?)".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_script_matches_the_shell_version() {
+        let s = sqlite_script(3);
+        let expected = "\
+PRAGMA journal_mode=OFF; CREATE TABLE t(a INTEGER, b TEXT, c REAL);
+BEGIN;
+INSERT INTO t VALUES(1, 'row-1-919', 1.5);
+INSERT INTO t VALUES(2, 'row-2-838', 2.5);
+INSERT INTO t VALUES(3, 'row-3-757', 3.5);
+COMMIT; CREATE INDEX ib ON t(b);
+";
+        assert!(s.starts_with(expected), "{s}");
+        assert_eq!(s.lines().count(), 9);
+    }
+
+    #[test]
+    fn digest_and_difference() {
+        // FNV-1a test vectors.
+        assert_eq!(digest(b""), "cbf29ce484222325");
+        assert_eq!(digest(b"a"), "af63dc4c8601ec8c");
+        assert_eq!(
+            first_difference(b"1\n2\n3\n", b"1\n2\n4\n"),
+            "line 3: expected \"3\", got \"4\""
+        );
+        assert_eq!(
+            first_difference(b"1\n", b"1\n2\n"),
+            "line 2: expected \"<end>\", got \"2\""
+        );
+    }
+
+    #[test]
+    fn names_are_distinct() {
+        assert_ne!(Program::Python.name(), Program::Sqlite.name());
+        for p in PROGRAMS {
+            assert!(p.default_size() > 0);
+        }
+    }
+}
