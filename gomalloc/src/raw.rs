@@ -8,7 +8,10 @@
 //! lookup and aborts with a clear message on a pointer that is not the
 //! start of a live gomalloc object, rather than corrupting the heap.
 
-use crate::global::{CENTRAL, HEAP, Route, alloc_small, free_large_span, free_small, route};
+use crate::global::{
+    CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_small, move_pages,
+    route,
+};
 use core::ptr;
 use mheap::{PAGE_SIZE, Span, fatal};
 use sizeclass::SIZE_CLASSES;
@@ -148,9 +151,14 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     }
     let fresh = malloc(size, align);
     if !fresh.is_null() {
-        // SAFETY: both blocks are live, at least `min` bytes, distinct.
+        let len = old.min(size);
+        // SAFETY: both blocks are live, at least `len` bytes, distinct; a
+        // class-0 block is a whole large span, and so is one of
+        // `MOVE_MIN_BYTES` or more.
         unsafe {
-            ptr::copy_nonoverlapping(ptr, fresh, old.min(size));
+            if !(class == 0 && len >= MOVE_MIN_BYTES && move_pages(ptr, fresh, len)) {
+                ptr::copy_nonoverlapping(ptr, fresh, len);
+            }
             free(ptr);
         }
     }
