@@ -194,6 +194,29 @@ unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, class: usize, ptr: *mu
     unsafe { cache.free_other(class, ptr, &CENTRAL) }
 }
 
+/// Frees `ptr`, an object of `span` of class `class` whose span the caller
+/// already looked up (the C ABI's checked free), without a second page-map
+/// walk.
+///
+/// # Safety
+///
+/// `ptr` is a live object of the small-object span `span`, not used
+/// afterwards.
+#[inline(always)]
+pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u8) {
+    if let Some(cache) = current() {
+        // SAFETY: caller's contract.
+        unsafe {
+            if !cache.free_local(class, ptr) {
+                cache.free_other_in(class, span, ptr, &CENTRAL);
+            }
+        }
+        return;
+    }
+    // SAFETY: caller's contract.
+    unsafe { free_small_orphan(ptr) }
+}
+
 /// A free by a thread without a cache of its own.
 ///
 /// # Safety

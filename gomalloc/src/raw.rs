@@ -9,7 +9,7 @@
 //! start of a live gomalloc object, rather than corrupting the heap.
 
 use crate::global::{
-    CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_small, move_pages,
+    CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_small_in, move_pages,
     route,
 };
 use core::ptr;
@@ -100,8 +100,8 @@ pub unsafe fn free(ptr: *mut u8) {
         // SAFETY: the span holds exactly this large object.
         unsafe { free_large_span(span) };
     } else {
-        // SAFETY: `ptr` is a live object of class `class`.
-        unsafe { free_small(ptr, class) };
+        // SAFETY: `ptr` is a live object of `span`, of class `class`.
+        unsafe { free_small_in(span, class, ptr) };
     }
 }
 

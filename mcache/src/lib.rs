@@ -650,11 +650,12 @@ impl MCache {
     /// one back to its owner's remote stack, where the owner would find it
     /// cold.
     ///
-    /// Objects under [`STASH_MIN_SIZE`] (a cache line) skip the stash and go
-    /// straight back to their span: several of them share a line, and a
-    /// thread re-using one that another thread allocated would write next
-    /// to that thread's objects (passive false sharing: measured 3-4x
-    /// slower on the cache-scratch workload at 2 and 8 threads).
+    /// Objects under [`STASH_MIN_SIZE`] (a cache line) go to the stash only
+    /// when this cache owns their span; others go straight back to their
+    /// span's remote stack. Several such objects share a line, and a thread
+    /// re-using one that another thread allocated would write next to that
+    /// thread's objects (passive false sharing: measured 3-4x slower on the
+    /// cache-scratch workload at 2 and 8 threads).
     ///
     /// # Safety
     ///
@@ -666,10 +667,46 @@ impl MCache {
             // SAFETY: `ptr` is an allocated object of a live span of
             // `central`'s source (caller).
             let span = unsafe { central.span_of(ptr) };
-            bump(&self.slots[class].frees);
-            // SAFETY: as above; counted.
-            return unsafe { self.release(class, span, ptr, central) };
+            // SAFETY: caller's contract.
+            return unsafe { self.free_other_in(class, span, ptr, central) };
         }
+        // SAFETY: caller's contract.
+        unsafe { self.stash(class, ptr, central) }
+    }
+
+    /// [`free_other`](Self::free_other) for a caller that already knows the
+    /// object's span (the C ABI's checked free).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is an allocated object of `span`, of class `class`, not used
+    /// afterwards.
+    #[inline]
+    pub unsafe fn free_other_in<C: Central>(
+        &mut self,
+        class: usize,
+        span: &Span,
+        ptr: *mut u8,
+        central: &C,
+    ) {
+        if class >= FIRST_STASH_CLASS || span.objects.owner.load(Relaxed) == self.id {
+            // SAFETY: caller's contract.
+            return unsafe { self.stash(class, ptr, central) };
+        }
+        bump(&self.slots[class].frees);
+        // SAFETY: caller's contract; `span` is not ours. (The owner test is
+        // policy only: a stash may hold any object, so a cache whose id is
+        // still 0 meeting an unowned span is harmless.)
+        unsafe { central.free_remote(span, ptr) }
+    }
+
+    /// Pushes `ptr` onto the stash of `class`, draining it past its cap.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_other`](Self::free_other).
+    #[inline(always)]
+    unsafe fn stash<C: Central>(&mut self, class: usize, ptr: *mut u8, central: &C) {
         let slot = &mut self.slots[class];
         // SAFETY: `ptr` is free now, ours to link.
         unsafe { set_next(ptr, slot.stash) };

@@ -13,9 +13,12 @@ pub use mheap::sync::Ordering::{AcqRel, Acquire, Release};
 pub use mheap::{PAGE_SIZE, Span};
 pub use std::sync::Arc;
 
-/// The one size class the models use (any index below `NUM_CLASSES` works:
-/// the fake source decides the object size).
-pub const CLASS: usize = 1;
+/// The one size class the models use. The fake source decides the object
+/// size, so any index below `NUM_CLASSES` works for the central lists; the
+/// thread cache reads its stash policy from the real table by class index,
+/// and a class of objects of a cache line or more takes the stash for any
+/// span, which the mcache models exercise.
+pub const CLASS: usize = sizeclass::SIZE_CLASSES.class_of(1024);
 
 /// A span source over a few boxed pages, one page per span, that re-uses
 /// spans given back to it and checks how they are used.
