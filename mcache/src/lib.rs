@@ -160,6 +160,15 @@ pub unsafe trait Central {
     /// `obj` is an allocated object of `span`, not used afterwards.
     unsafe fn free_remote(&self, span: &Span, obj: *mut u8);
 
+    /// Frees a chain of objects of a span the calling cache does not own,
+    /// linked through their first words from `head` to `tail`.
+    ///
+    /// # Safety
+    ///
+    /// Every object of the chain is an allocated object of `span`, not used
+    /// afterwards.
+    unsafe fn free_remote_chain(&self, span: &Span, head: *mut u8, tail: *mut u8);
+
     /// Receives the counters of a cache that flushes.
     fn add_counts(&self, class: usize, allocs: u64, frees: u64);
 
@@ -188,6 +197,12 @@ unsafe impl<SS: SpanSource> Central for Centrals<SS> {
     unsafe fn free_remote(&self, span: &Span, obj: *mut u8) {
         // SAFETY: caller's contract.
         unsafe { Centrals::free_remote(self, span, obj) }
+    }
+
+    #[inline]
+    unsafe fn free_remote_chain(&self, span: &Span, head: *mut u8, tail: *mut u8) {
+        // SAFETY: caller's contract.
+        unsafe { Centrals::free_remote_chain(self, span, head, tail) }
     }
 
     fn add_counts(&self, class: usize, allocs: u64, frees: u64) {
@@ -718,7 +733,12 @@ impl MCache {
         }
     }
 
-    /// Sends every object of the stash of `class` back to its span.
+    /// Sends every object of the stash of `class` back to its span. A run
+    /// of objects of one span that this cache does not own (a consumer's
+    /// stash, freed in the order a producer allocated) goes back as one
+    /// chain: the stash's own links, one push onto the span's remote stack,
+    /// and a bounds test instead of a page-map walk for every object after
+    /// the first.
     #[cold]
     #[inline(never)]
     fn drain_stash<C: Central>(&mut self, class: usize, central: &C) {
@@ -727,12 +747,31 @@ impl MCache {
         slot.stash = ptr::null_mut();
         slot.stash_len = 0;
         while !p.is_null() {
-            // SAFETY: stash objects are free objects only this cache holds.
-            let next = unsafe { next_of(p) };
             // SAFETY: `p` is still allocated as far as its span knows.
             let span = unsafe { central.span_of(p) };
-            // SAFETY: as above.
-            unsafe { self.release(class, span, p, central) };
+            let owner = span.objects.owner.load(Relaxed);
+            if (owner == self.id && owner != 0) || ptr::eq(self.slots[class].span, span) {
+                // SAFETY: stash objects are free objects only this cache
+                // holds.
+                let next = unsafe { next_of(p) };
+                // SAFETY: as above.
+                unsafe { self.release(class, span, p, central) };
+                p = next;
+                continue;
+            }
+            // The run of objects of `span` starting at `p`.
+            let (start, end) = (span.start(), span.end());
+            let mut tail = p;
+            // SAFETY: stash objects are free objects only this cache holds.
+            let mut next = unsafe { next_of(p) };
+            while !next.is_null() && (start..end).contains(&(next as usize)) {
+                tail = next;
+                // SAFETY: as above.
+                next = unsafe { next_of(next) };
+            }
+            // SAFETY: `p..=tail` are allocated objects of `span` (as far as
+            // it knows), linked, not used afterwards; not our span.
+            unsafe { central.free_remote_chain(span, p, tail) };
             p = next;
         }
     }

@@ -31,8 +31,8 @@
 //! never the other way round, and no two class locks are ever held at once.
 
 use crate::objects::{
-    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, join, list_len_tail, push_remote, take_remote,
-    try_mark_full,
+    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, join, list_len_tail, push_remote, push_remote_chain,
+    take_remote, try_mark_full,
 };
 use crate::source::SpanSource;
 use core::ptr;
@@ -313,6 +313,21 @@ impl<SS: SpanSource> Centrals<SS> {
     pub unsafe fn free_remote(&self, span: &Span, obj: *mut u8) {
         // SAFETY: caller's contract.
         if unsafe { push_remote(span, obj) } {
+            self.notify(span);
+        }
+    }
+
+    /// Frees a chain of objects of `span` (linked through their first
+    /// words from `head` to `tail`) on behalf of a thread that does not own
+    /// the span, with one push.
+    ///
+    /// # Safety
+    ///
+    /// Every object of the chain is an allocated object of `span`, not used
+    /// afterwards.
+    pub unsafe fn free_remote_chain(&self, span: &Span, head: *mut u8, tail: *mut u8) {
+        // SAFETY: caller's contract.
+        if unsafe { push_remote_chain(span, head, tail) } {
             self.notify(span);
         }
     }

@@ -68,6 +68,21 @@ pub unsafe fn set_next(obj: *mut u8, next: *mut u8) {
 /// `obj` is an allocated object of `span`, not used after this call.
 #[inline]
 pub unsafe fn push_remote(span: &Span, obj: *mut u8) -> bool {
+    // SAFETY: caller's contract; a one-object chain.
+    unsafe { push_remote_chain(span, obj, obj) }
+}
+
+/// Pushes a chain of objects of `span`, linked through their first words
+/// from `head` to `tail`, onto the span's remote stack with one CAS: how a
+/// thread hands back a run of another thread's objects at once. Returns
+/// `true` when the caller must notify the span's central list.
+///
+/// # Safety
+///
+/// Every object of the chain is an allocated object of `span`, not used
+/// after this call; `tail` is reached from `head` by following the links.
+#[inline]
+pub unsafe fn push_remote_chain(span: &Span, head: *mut u8, tail: *mut u8) -> bool {
     let remote = &span.objects.remote;
     let mut old = remote.load(Relaxed);
     loop {
@@ -79,9 +94,9 @@ pub unsafe fn push_remote(span: &Span, obj: *mut u8) -> bool {
             let _ = notify;
             false
         };
-        // SAFETY: the object is ours until the CAS publishes it.
-        unsafe { set_next(obj, (old & !FLAGS) as *mut u8) };
-        let new = obj as usize | (old & FLAGS) | if notify { NOTIFIED } else { 0 };
+        // SAFETY: the chain is ours until the CAS publishes it.
+        unsafe { set_next(tail, (old & !FLAGS) as *mut u8) };
+        let new = head as usize | (old & FLAGS) | if notify { NOTIFIED } else { 0 };
         match remote.compare_exchange_weak(old, new, Release, Relaxed) {
             Ok(_) => return notify,
             Err(cur) => old = cur,
