@@ -21,10 +21,17 @@
 //! into its bin. Released pages stay released inside the merged span (the
 //! `released` bitmap tracks them page by page), so accounting stays exact.
 //!
-//! # Release (`release`)
+//! # Release
 //!
-//! Walk the heap's regions from the highest address down, span by span, and
-//! give back runs of free, not yet released pages until the target is met.
+//! - By policy (`scavenge_step`, and `free_span` itself when the policy
+//!   needs no clock to decide): one bounded increment of releases from the
+//!   idle list, longest idle 2 MiB block first. The policy, how idle time
+//!   is measured and who calls what are in `scavenge.rs`.
+//! - `release_all`: every free page, in increments, the lock dropped
+//!   between them.
+//! - `release(bytes)`: walk the heap's regions from the highest address
+//!   down, span by span, and give back runs of free, not yet released pages
+//!   until the target is met.
 //!
 //! # Locking
 //!
@@ -36,7 +43,12 @@
 use crate::bins::{BinIndex, FreeBins};
 use crate::fatal::fatal;
 use crate::meta::{MetaArena, SpanSlab};
-use crate::pagemap::{ADDR_BITS, PageMap, clear_bits, count_bits, set_bits};
+use crate::pagemap::{
+    ADDR_BITS, CHUNK_SHIFT, PAGES_PER_CHUNK, PageMap, clear_bits, count_bits, last_set, set_bits,
+};
+use crate::scavenge::{
+    BLOCK_SIZE, IdleList, Published, RETRY_NS, ScavengePolicy, monotonic_ns, pages_up,
+};
 use crate::source::{PageSource, PageSourceError, SOURCE_GRANULE};
 use crate::span::{Span, SpanState};
 use crate::sync::LeafMutex;
@@ -93,7 +105,10 @@ pub enum HeapError {
 
 /// A snapshot of the heap's counters, in bytes (and span counts).
 ///
-/// `mapped == in_use + free`; `released <= free`.
+/// `mapped == in_use + free`; `released <= free`;
+/// `resident == mapped - released + metadata`. The gauges are recomputed by
+/// [`MHeap::check_invariants`]'s walk; the cumulative counters
+/// (`scavenge_steps`, `scavenged`, `released_on_request`) are not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeapStats {
     /// Address space reserved for heap pages (metadata excluded).
@@ -112,6 +127,17 @@ pub struct HeapStats {
     pub spans_in_use: usize,
     /// Free spans (after coalescing).
     pub free_spans: usize,
+    /// The heap's estimate of its resident memory: every page that is not
+    /// released (in use or dirty and free), plus metadata. What the soft
+    /// memory limit is compared with.
+    pub resident: usize,
+    /// Scavenging increments run by policy (each took the heap lock), ever.
+    pub scavenge_steps: u64,
+    /// Bytes released by policy (the scavenger), ever.
+    pub scavenged: u64,
+    /// Bytes released on request ([`MHeap::release`],
+    /// [`MHeap::release_all`]), ever.
+    pub released_on_request: u64,
 }
 
 /// A span just handed out by the heap.
@@ -148,6 +174,18 @@ struct HeapInner<S> {
     released_pages: usize,
     spans_in_use: usize,
     free_spans: usize,
+    /// Blocks that may hold free, unreleased pages, longest idle first.
+    idle: IdleList,
+    policy: ScavengePolicy,
+    /// `policy.limit_target()`, kept at hand.
+    limit_target: usize,
+    /// When the delay rule next has work (`u64::MAX`: never); may be early.
+    time_deadline: u64,
+    /// No time-driven release before this (the source refused the last one).
+    retry_at: u64,
+    scavenge_steps: u64,
+    scavenged_pages: u64,
+    released_on_request_pages: u64,
 }
 
 // SAFETY: the raw pointers point into heap metadata, which is not tied to
@@ -157,14 +195,19 @@ unsafe impl<S: Send> Send for HeapInner<S> {}
 /// The page heap over a page source `S`. See the module docs.
 ///
 /// The heap is `Sync`: allocation, free and release take its lock; page
-/// lookups ([`span_of`](Self::span_of)) do not.
+/// lookups ([`span_of`](Self::span_of)) and the scavenger's check for work
+/// ([`scavenge_step`](Self::scavenge_step) when there is none) do not.
 pub struct MHeap<S> {
     map: PageMap,
+    /// When the scavenger next has work; written under the lock, read
+    /// without it (see `scavenge::Published`).
+    published: Published,
     inner: LeafMutex<HeapInner<S>>,
 }
 
 impl<S: PageSource> MHeap<S> {
-    /// A heap over `source`. Takes no memory until the first allocation.
+    /// A heap over `source`, with the default [`ScavengePolicy`]. Takes no
+    /// memory until the first allocation.
     ///
     /// # Panics
     ///
@@ -177,6 +220,7 @@ impl<S: PageSource> MHeap<S> {
         );
         Self {
             map: PageMap::new(),
+            published: Published::new(),
             inner: LeafMutex::new(HeapInner {
                 source,
                 config,
@@ -189,6 +233,14 @@ impl<S: PageSource> MHeap<S> {
                 released_pages: 0,
                 spans_in_use: 0,
                 free_spans: 0,
+                idle: IdleList::new(),
+                policy: ScavengePolicy::DEFAULT,
+                limit_target: usize::MAX,
+                time_deadline: u64::MAX,
+                retry_at: 0,
+                scavenge_steps: 0,
+                scavenged_pages: 0,
+                released_on_request_pages: 0,
             }),
         }
     }
@@ -232,7 +284,7 @@ impl<S: PageSource> MHeap<S> {
             return Err(HeapError::BadAlignment { align });
         }
         let mut inner = self.inner.lock();
-        let (span, zeroed) = inner.alloc_locked(&self.map, npages, align)?;
+        let (span, zeroed) = inner.alloc_locked(&self.map, &self.published, npages, align)?;
         // SAFETY: span records live as long as the heap's metadata, which
         // lives as long as `self`.
         let span = unsafe { &*span.as_ptr() };
@@ -252,6 +304,7 @@ impl<S: PageSource> MHeap<S> {
         let mut inner = self.inner.lock();
         let rec = NonNull::from(span);
         inner.free_locked(&self.map, rec);
+        inner.after_free_locked(&self.map, &self.published);
     }
 
     /// Grows or shrinks a large span in place to `npages` pages, keeping its
@@ -274,6 +327,7 @@ impl<S: PageSource> MHeap<S> {
         let ok = inner.resize_locked(&self.map, NonNull::from(span), npages);
         if ok {
             span.set_class_locked(0, span.bytes(), 1);
+            inner.after_free_locked(&self.map, &self.published);
         }
         ok
     }
@@ -316,10 +370,127 @@ impl<S: PageSource> MHeap<S> {
     /// Gives at least `bytes` of free memory back to the OS (all of it if
     /// there is less), from the highest addresses down, and returns how many
     /// bytes were released. Pages already released are not counted again.
+    ///
+    /// It holds the heap lock for the whole release; prefer
+    /// [`release_all`](Self::release_all) to give everything back.
     pub fn release(&self, bytes: usize) -> usize {
         let mut inner = self.inner.lock();
         let target = bytes.div_ceil(PAGE_SIZE);
-        inner.release_locked(&self.map, target) << PAGE_SHIFT
+        let n = inner.release_locked(&self.map, target);
+        inner.released_on_request_pages += n as u64;
+        inner.publish(&self.published);
+        n << PAGE_SHIFT
+    }
+
+    /// Gives every page that is free now back to the OS (what
+    /// `gomalloc::release_memory()` and `malloc_trim(0)` call), longest idle
+    /// first, in increments of the policy's `step_bytes` with the lock
+    /// dropped between them, so other threads are held up one increment at
+    /// a time. Returns the bytes released. Pages freed meanwhile may be
+    /// released too; it stops once it has released as much as was dirty
+    /// when it began, or nothing is left.
+    pub fn release_all(&self) -> usize {
+        let mut total = 0;
+        let mut left = usize::MAX;
+        loop {
+            let mut inner = self.inner.lock();
+            if left == usize::MAX {
+                left = inner.dirty_pages();
+            }
+            let n = inner.scavenge_locked(&self.map, None, Mode::All);
+            inner.released_on_request_pages += n as u64;
+            inner.publish(&self.published);
+            drop(inner);
+            total += n;
+            left = left.saturating_sub(n);
+            if n == 0 || left == 0 {
+                return total << PAGE_SHIFT;
+            }
+        }
+    }
+
+    /// One increment of scavenging by policy at time `now_ns` (see
+    /// `scavenge.rs`: the retained bound, the idle delay, the memory limit):
+    /// releases at most the policy's `step_bytes`, longest idle pages first,
+    /// and returns the bytes released.
+    ///
+    /// When there is nothing to do (most calls) it takes no lock: one atomic
+    /// load and a compare with the time at which the heap next has work. It
+    /// may take the lock and release nothing (to date the blocks freed in
+    /// the last generation, or when that time was early).
+    ///
+    /// `now_ns` is a monotonic time in nanoseconds from one clock for the
+    /// whole life of the heap ([`monotonic_ns`] if the `_now` functions or
+    /// [`wait_for_scavenge_work`](Self::wait_for_scavenge_work) are used
+    /// too); times that go backwards are taken as the latest one seen.
+    #[inline]
+    pub fn scavenge_step(&self, now_ns: u64) -> usize {
+        if now_ns < self.published.work_at() {
+            return 0;
+        }
+        self.scavenge_step_slow(now_ns)
+    }
+
+    /// [`scavenge_step`](Self::scavenge_step) at [`monotonic_ns`] (a few
+    /// ns more: one coarse clock read through the vDSO).
+    #[inline]
+    pub fn scavenge_step_now(&self) -> usize {
+        self.scavenge_step(monotonic_ns())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn scavenge_step_slow(&self, now_ns: u64) -> usize {
+        let mut inner = self.inner.lock();
+        inner.scavenge_steps += 1;
+        let n = inner.scavenge_locked(&self.map, Some(now_ns), Mode::Policy);
+        inner.publish(&self.published);
+        n << PAGE_SHIFT
+    }
+
+    /// The time (in the clock of [`scavenge_step`](Self::scavenge_step))
+    /// from which a call to `scavenge_step` has work: `Some(t)` with
+    /// `t <= now` when there is work now, `None` when the heap has no dirty
+    /// free page at all. May be early, never late; a free can make it
+    /// earlier at any moment (a waiting background thread is woken then:
+    /// [`wait_for_scavenge_work`](Self::wait_for_scavenge_work)). Lock-free.
+    pub fn next_scavenge_deadline(&self) -> Option<u64> {
+        Some(self.published.work_at()).filter(|&t| t != u64::MAX)
+    }
+
+    /// For a background scavenger thread: sleeps until the heap has
+    /// scavenging work by [`monotonic_ns`] (the next deadline comes, or a
+    /// free creates work sooner and wakes the thread) or `max_wait_ns` has
+    /// passed, and returns whether work is due. Never allocates; sleeps on
+    /// a futex (Linux; elsewhere it polls every 10 ms). The loop is:
+    ///
+    /// ```no_run
+    /// # let heap = mheap::MHeap::new(mheap::OsPageSource::default(), mheap::HeapConfig::DEFAULT);
+    /// loop {
+    ///     if heap.wait_for_scavenge_work(u64::MAX) {
+    ///         heap.scavenge_step_now();
+    ///     }
+    /// }
+    /// ```
+    pub fn wait_for_scavenge_work(&self, max_wait_ns: u64) -> bool {
+        self.published.wait(max_wait_ns)
+    }
+
+    /// The scavenging policy in force.
+    pub fn scavenge_policy(&self) -> ScavengePolicy {
+        self.inner.lock().policy
+    }
+
+    /// Sets the scavenging policy (at any time, also on a heap in a
+    /// `static` before its first use). Releases nothing by itself: the next
+    /// free or scavenger call applies it.
+    pub fn set_scavenge_policy(&self, policy: ScavengePolicy) {
+        let mut inner = self.inner.lock();
+        inner.policy = policy;
+        inner.limit_target = policy.limit_target();
+        // SAFETY: lock held.
+        inner.time_deadline = unsafe { inner.idle.deadline(&self.map, &policy) };
+        inner.publish(&self.published);
     }
 
     /// Takes the heap lock and keeps it (for `fork`: see
@@ -368,6 +539,15 @@ impl<S: PageSource> MHeap<S> {
     }
 }
 
+/// What a scavenging increment may release.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// What the policy asks for.
+    Policy,
+    /// Any dirty free page (`release_all`).
+    All,
+}
+
 impl<S: PageSource> HeapInner<S> {
     fn stats(&self) -> HeapStats {
         HeapStats {
@@ -378,6 +558,93 @@ impl<S: PageSource> HeapInner<S> {
             metadata: self.meta.mapped,
             spans_in_use: self.spans_in_use,
             free_spans: self.free_spans,
+            resident: self.resident_bytes(),
+            scavenge_steps: self.scavenge_steps,
+            scavenged: self.scavenged_pages << PAGE_SHIFT,
+            released_on_request: self.released_on_request_pages << PAGE_SHIFT,
+        }
+    }
+
+    /// Free pages not released.
+    #[inline]
+    fn dirty_pages(&self) -> usize {
+        self.mapped_pages - self.in_use_pages - self.released_pages
+    }
+
+    /// Pages not released, plus metadata, in bytes.
+    #[inline]
+    fn resident_bytes(&self) -> usize {
+        ((self.mapped_pages - self.released_pages) << PAGE_SHIFT) + self.meta.mapped
+    }
+
+    /// Dirty free pages beyond the retained bound.
+    #[inline]
+    fn over_bound_pages(&self) -> usize {
+        self.dirty_pages()
+            .saturating_sub(self.policy.retain_pages(self.in_use_pages))
+    }
+
+    /// Pages to release to bring resident memory under the memory limit's
+    /// target.
+    #[inline]
+    fn over_limit_pages(&self) -> usize {
+        pages_up(self.resident_bytes().saturating_sub(self.limit_target))
+    }
+
+    /// When the scavenger next has work: `Ok(())` if the policy wants pages
+    /// released now with no time given (the delay is 0, the memory limit is
+    /// exceeded, or the retained bound is and the longest idle block has
+    /// settled, see `scavenge.rs`), else `Err` with the earliest time at
+    /// which it has work: when the delay rule next has work or, over the
+    /// retained bound, when the bound may next take a block (`u64::MAX`:
+    /// never).
+    #[inline]
+    fn next_work(&self) -> Result<(), u64> {
+        let over_bound = self.over_bound_pages();
+        let bound_at = if over_bound > 0 {
+            self.idle.bound_at(&self.policy)
+        } else {
+            u64::MAX
+        };
+        if self.policy.delay_ns == 0
+            || self.resident_bytes() > self.limit_target
+            || bound_at <= self.idle.now()
+        {
+            Ok(())
+        } else {
+            Err(self.time_deadline.min(bound_at).max(self.retry_at))
+        }
+    }
+
+    /// The earliest time at which the scavenger has work (`u64::MAX`: none;
+    /// the time it may retry a refused release, or 0, when work is due now).
+    fn work_at(&self) -> u64 {
+        if self.dirty_pages() == 0 {
+            return u64::MAX;
+        }
+        match self.next_work() {
+            Ok(()) => self.retry_at,
+            Err(at) => at,
+        }
+    }
+
+    /// Publishes when the scavenger next has work.
+    #[inline]
+    fn publish(&self, published: &Published) {
+        published.set(self.work_at());
+    }
+
+    /// After pages became free (so some are dirty): one increment of release
+    /// if the policy wants one with no time given (no clock is read), then
+    /// the new work time.
+    #[inline]
+    fn after_free_locked(&mut self, map: &PageMap, published: &Published) {
+        match self.next_work() {
+            Ok(()) => {
+                self.scavenge_locked(map, None, Mode::Policy);
+                self.publish(published);
+            }
+            Err(at) => published.set(at),
         }
     }
 
@@ -388,9 +655,11 @@ impl<S: PageSource> HeapInner<S> {
     fn alloc_locked(
         &mut self,
         map: &PageMap,
+        published: &Published,
         npages: usize,
         align: usize,
     ) -> Result<(NonNull<Span>, bool), HeapError> {
+        let metadata = self.meta.mapped;
         // SAFETY: the heap lock is held (`&mut self` is only reachable
         // through the guard); the same holds for every `bins` call below.
         let mut s = unsafe { self.bins.find(npages, align) };
@@ -489,6 +758,7 @@ impl<S: PageSource> HeapInner<S> {
                 // Undo: the span goes back as it came (its pages are still
                 // marked released, so the counters stay right).
                 self.free_locked(map, t);
+                self.publish(published);
                 return Err(e.into());
             }
             self.released_pages -= released;
@@ -496,10 +766,19 @@ impl<S: PageSource> HeapInner<S> {
         map.for_each_chunk(at, npages, |c, lo, hi| {
             // SAFETY: heap lock held.
             unsafe {
+                clear_bits(&mut *c.free.get(), lo, hi);
                 clear_bits(&mut *c.released.get(), lo, hi);
                 set_bits(&mut *c.dirty.get(), lo, hi);
             }
         });
+        if released > 0 || self.meta.mapped != metadata {
+            // Resident memory grew: the memory limit may want other free
+            // pages released.
+            if self.dirty_pages() > 0 && self.next_work().is_ok() {
+                self.scavenge_locked(map, None, Mode::Policy);
+            }
+            self.publish(published);
+        }
         Ok((t, dirty == 0))
     }
 
@@ -518,8 +797,9 @@ impl<S: PageSource> HeapInner<S> {
             let cut = start + (npages << PAGE_SHIFT);
             let n = cur - npages;
             span.set_extent_locked(start, npages);
-            map.set_range_locked(cut, n, ptr::null_mut());
+            map.free_range_locked(cut, n);
             self.in_use_pages -= n;
+            self.idle_from_now_locked(map, cut, n);
             self.insert_free_locked(map, tail, cut, n);
             return true;
         }
@@ -571,6 +851,7 @@ impl<S: PageSource> HeapInner<S> {
         map.for_each_chunk(end, extra, |c, lo, hi| {
             // SAFETY: lock held.
             unsafe {
+                clear_bits(&mut *c.free.get(), lo, hi);
                 clear_bits(&mut *c.released.get(), lo, hi);
                 set_bits(&mut *c.dirty.get(), lo, hi);
             }
@@ -580,15 +861,29 @@ impl<S: PageSource> HeapInner<S> {
         true
     }
 
+    /// Makes the blocks of `start .. start + npages`, pages just freed, idle
+    /// from now (pending).
+    #[inline]
+    fn idle_from_now_locked(&mut self, map: &PageMap, start: usize, npages: usize) {
+        // SAFETY: heap lock held; the range holds heap pages.
+        if unsafe { self.idle.touch(map, start, npages) } && self.policy.delay_ns != 0 {
+            // The delay rule's next time is at the latest when they are
+            // dated (exact when nothing older is idle; early, which is
+            // harmless, else).
+            self.time_deadline = self.time_deadline.min(self.idle.next_dating(&self.policy));
+        }
+    }
+
     fn free_locked(&mut self, map: &PageMap, rec: NonNull<Span>) {
         // SAFETY: `rec` is an InUse record of this heap (caller).
         let span = unsafe { rec.as_ref() };
         let (start, npages) = (span.start(), span.npages());
-        map.set_range_locked(start, npages, ptr::null_mut());
+        map.free_range_locked(start, npages);
         self.in_use_pages -= npages;
         self.spans_in_use -= 1;
         span.set_class_locked(0, 0, 0);
         span.set_state_locked(SpanState::Free);
+        self.idle_from_now_locked(map, start, npages);
         self.insert_free_locked(map, rec, start, npages);
     }
 
@@ -677,11 +972,15 @@ impl<S: PageSource> HeapInner<S> {
         let pages = len >> PAGE_SHIFT;
         map.for_each_chunk(base, pages, |c, lo, hi| {
             // SAFETY: heap lock held. Fresh pages are not backed and read as
-            // zero: released, not dirty.
+            // zero: released, not dirty (and free, below).
             unsafe {
                 set_bits(&mut *c.released.get(), lo, hi);
                 clear_bits(&mut *c.dirty.get(), lo, hi);
             }
+        });
+        map.for_each_chunk(base, pages, |c, lo, hi| {
+            // SAFETY: heap lock held.
+            unsafe { set_bits(&mut *c.free.get(), lo, hi) };
         });
         self.mapped_pages += pages;
         self.released_pages += pages;
@@ -778,33 +1077,26 @@ impl<S: PageSource> HeapInner<S> {
         let zeroes = self.source.released_reads_zero();
         let mut done = 0;
         let mut p = hi;
-        while p > lo && done < budget {
-            // Skip released pages, then take the run of unreleased ones.
-            while p > lo && is_released(map, p - PAGE_SIZE) {
-                p -= PAGE_SIZE;
-            }
-            let run_hi = p;
-            while p > lo
-                && !is_released(map, p - PAGE_SIZE)
-                && (run_hi - p) >> PAGE_SHIFT < budget - done
-            {
-                p -= PAGE_SIZE;
-            }
-            let n = (run_hi - p) >> PAGE_SHIFT;
-            if n == 0 {
+        while done < budget {
+            // The highest unreleased page, then the run of them below it.
+            let Some(top) = find_down(map, lo, p, false) else {
                 break;
-            }
-            // SAFETY: `p..run_hi` is free heap memory inside reservations of
-            // this source; nothing uses free pages.
+            };
+            let run_hi = top + PAGE_SIZE;
+            let floor = lo.max(run_hi.saturating_sub((budget - done).saturating_mul(PAGE_SIZE)));
+            let run_lo = find_down(map, floor, top, true).map_or(floor, |r| r + PAGE_SIZE);
+            let n = (run_hi - run_lo) >> PAGE_SHIFT;
+            // SAFETY: `run_lo..run_hi` is free heap memory inside reservations
+            // of this source; nothing uses free pages.
             let ok = unsafe {
                 self.source
-                    .release(NonNull::new_unchecked(p as *mut u8), n << PAGE_SHIFT)
+                    .release(NonNull::new_unchecked(run_lo as *mut u8), n << PAGE_SHIFT)
                     .is_ok()
             };
             if !ok {
                 return Err(done);
             }
-            map.for_each_chunk(p, n, |c, clo, chi| {
+            map.for_each_chunk(run_lo, n, |c, clo, chi| {
                 // SAFETY: heap lock held.
                 unsafe {
                     set_bits(&mut *c.released.get(), clo, chi);
@@ -815,6 +1107,124 @@ impl<S: PageSource> HeapInner<S> {
             });
             self.released_pages += n;
             done += n;
+            p = run_lo;
+        }
+        Ok(done)
+    }
+
+    /// One increment of scavenging: releases at most the policy's step of
+    /// free, unreleased pages from the idle list, longest idle block first,
+    /// each from its top down. With `Mode::Policy` a block is released in
+    /// full once idle for the delay by `now` (with no time given, never),
+    /// else only as many pages as the memory limit, and the retained bound
+    /// if the block has settled, ask for. Returns the pages released.
+    fn scavenge_locked(&mut self, map: &PageMap, now: Option<u64>, mode: Mode) -> usize {
+        if let Some(now) = now {
+            // SAFETY: lock held.
+            unsafe { self.idle.observe(map, now, &self.policy) };
+        }
+        let step = self.policy.step_pages();
+        let mut done = 0;
+        let mut refused = false;
+        while done < step {
+            let b = self.idle.head();
+            if b == 0 {
+                break;
+            }
+            // SAFETY: lock held; `b` is linked.
+            let (aged, settled) = unsafe {
+                (
+                    now.is_some_and(|t| IdleList::aged(map, b, t, &self.policy)),
+                    self.idle.settled(map, b, &self.policy),
+                )
+            };
+            let want = if mode == Mode::All || aged || self.policy.delay_ns == 0 {
+                step - done
+            } else {
+                let bound = if settled { self.over_bound_pages() } else { 0 };
+                (step - done).min(bound.max(self.over_limit_pages()))
+            };
+            if want == 0 {
+                break;
+            }
+            match self.release_block_locked(map, b, want) {
+                Ok(n) if n < want => {
+                    // The block has nothing more to release.
+                    done += n;
+                    // SAFETY: lock held.
+                    unsafe { self.idle.pop_front(map) };
+                }
+                Ok(n) => done += n,
+                Err(n) => {
+                    done += n;
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        // SAFETY: lock held.
+        self.time_deadline = unsafe { self.idle.deadline(map, &self.policy) };
+        if refused {
+            // Retry later, not in a loop: by time only (frees still try).
+            self.retry_at = self.idle.now().saturating_add(RETRY_NS);
+        }
+        if mode == Mode::Policy {
+            self.scavenged_pages += done as u64;
+        }
+        done
+    }
+
+    /// Releases the free, unreleased pages of the block at `block`, from its
+    /// top down, at most `budget` of them. `Err` carries the count done
+    /// before the source refused.
+    fn release_block_locked(
+        &mut self,
+        map: &PageMap,
+        block: usize,
+        budget: usize,
+    ) -> Result<usize, usize> {
+        let zeroes = self.source.released_reads_zero();
+        let c = map
+            .chunk(block)
+            .unwrap_or_else(|| fatal("scavenger: block outside the page map"));
+        let first = (block >> PAGE_SHIFT) % PAGES_PER_CHUNK;
+        let chunk_base = block & !((1 << CHUNK_SHIFT) - 1);
+        // A page to release is free and not released.
+        let wanted = |w: usize| {
+            // SAFETY: the bitmaps are guarded by the heap lock (held).
+            unsafe { (*c.free.get())[w] & !(*c.released.get())[w] }
+        };
+        let mut done = 0;
+        let mut hi = first + (BLOCK_SIZE >> PAGE_SHIFT);
+        while done < budget {
+            let Some(top) = last_set(first, hi, wanted) else {
+                break;
+            };
+            let floor = first.max((top + 1).saturating_sub(budget - done));
+            let lo = last_set(floor, top, |w| !wanted(w)).map_or(floor, |i| i + 1);
+            let n = top + 1 - lo;
+            let addr = chunk_base + (lo << PAGE_SHIFT);
+            // SAFETY: the pages are free heap pages inside reservations of
+            // this source (the free bit is set only for those); nothing
+            // uses free pages.
+            let ok = unsafe {
+                self.source
+                    .release(NonNull::new_unchecked(addr as *mut u8), n << PAGE_SHIFT)
+                    .is_ok()
+            };
+            if !ok {
+                return Err(done);
+            }
+            // SAFETY: heap lock held.
+            unsafe {
+                set_bits(&mut *c.released.get(), lo, top + 1);
+                if zeroes {
+                    clear_bits(&mut *c.dirty.get(), lo, top + 1);
+                }
+            }
+            self.released_pages += n;
+            done += n;
+            hi = lo;
         }
         Ok(done)
     }
@@ -826,6 +1236,10 @@ impl<S: PageSource> HeapInner<S> {
         };
         let mut r = self.regions;
         let mut prev_start = usize::MAX;
+        // Free bits over every chunk the regions touch (each counted once:
+        // regions come highest first, so a shared chunk comes twice in a row).
+        let mut free_bits = 0;
+        let mut last_chunk = usize::MAX;
         while !r.is_null() {
             // SAFETY: region records are valid; lock held.
             let (rstart, rend, lower) = unsafe { ((*r).start, (*r).end, (*r).lower) };
@@ -836,6 +1250,17 @@ impl<S: PageSource> HeapInner<S> {
             );
             prev_start = rstart;
             walk.mapped += rend - rstart;
+            let mut c = (rend - 1) >> CHUNK_SHIFT;
+            loop {
+                if c != last_chunk {
+                    free_bits += free_in(map, c << CHUNK_SHIFT, PAGES_PER_CHUNK);
+                    last_chunk = c;
+                }
+                if c == rstart >> CHUNK_SHIFT {
+                    break;
+                }
+                c -= 1;
+            }
             let mut p = rstart;
             let mut prev_free = false;
             while p < rend {
@@ -860,6 +1285,7 @@ impl<S: PageSource> HeapInner<S> {
                             rel += count_bits(unsafe { &*c.released.get() }, lo, hi);
                         });
                         assert_eq!(rel, 0, "an in-use page is marked released");
+                        assert_eq!(free_in(map, p, pages), 0, "an in-use page is marked free");
                         walk.in_use += s.bytes();
                         walk.spans_in_use += 1;
                         prev_free = false;
@@ -876,11 +1302,25 @@ impl<S: PageSource> HeapInner<S> {
                                 "free span interior page maps to a span"
                             );
                         }
-                        map.for_each_chunk(p, pages, |c, lo, hi| {
-                            // SAFETY: lock held.
-                            walk.released +=
-                                count_bits(unsafe { &*c.released.get() }, lo, hi) << PAGE_SHIFT;
-                        });
+                        let rel = released_in(map, p, pages);
+                        assert_eq!(
+                            free_in(map, p, pages),
+                            pages,
+                            "a free page is not marked free"
+                        );
+                        // Every block with a free page not released is idle.
+                        let mut b = p & !(BLOCK_SIZE - 1);
+                        while b < s.end() {
+                            let lo = b.max(p);
+                            let n = (s.end().min(b + BLOCK_SIZE) - lo) >> PAGE_SHIFT;
+                            if released_in(map, lo, n) < n {
+                                // SAFETY: lock held; `b` holds heap pages.
+                                let linked = unsafe { IdleList::linked(map, b) };
+                                assert!(linked, "a block with dirty free pages is not idle");
+                            }
+                            b += BLOCK_SIZE;
+                        }
+                        walk.released += rel << PAGE_SHIFT;
                         walk.free += s.bytes();
                         walk.free_spans += 1;
                         prev_free = true;
@@ -913,17 +1353,73 @@ impl<S: PageSource> HeapInner<S> {
             linked, walk.free_spans,
             "binned spans != free spans in the walk"
         );
+        assert_eq!(
+            free_bits << PAGE_SHIFT,
+            walk.free,
+            "pages marked free outside the free spans"
+        );
+        // SAFETY: lock held.
+        unsafe {
+            self.idle.check(map, |b| {
+                let mut r = self.regions;
+                let mut inside = false;
+                while !r.is_null() {
+                    inside |= (*r).start < b + BLOCK_SIZE && b < (*r).end;
+                    r = (*r).lower;
+                }
+                assert!(inside, "an idle block holds no heap page");
+            });
+        }
         let counted = self.stats();
+        walk.resident = walk.mapped - walk.released + walk.metadata;
+        walk.scavenge_steps = counted.scavenge_steps;
+        walk.scavenged = counted.scavenged;
+        walk.released_on_request = counted.released_on_request;
         assert_eq!(counted, walk, "counters disagree with the heap walk");
         walk
     }
 }
 
-fn is_released(map: &PageMap, addr: usize) -> bool {
-    let c = map
-        .chunk(addr)
-        .unwrap_or_else(|| fatal("page map chunk missing"));
-    let i = (addr >> PAGE_SHIFT) % crate::pagemap::PAGES_PER_CHUNK;
-    // SAFETY: heap lock held by the caller.
-    unsafe { (*c.released.get())[i / 64] & (1 << (i % 64)) != 0 }
+/// How many of the `npages` pages from `start` are released. Heap lock held.
+fn released_in(map: &PageMap, start: usize, npages: usize) -> usize {
+    let mut n = 0;
+    map.for_each_chunk(start, npages, |c, lo, hi| {
+        // SAFETY: the bitmaps are guarded by the heap lock (caller).
+        n += count_bits(unsafe { &*c.released.get() }, lo, hi);
+    });
+    n
+}
+
+/// How many of the `npages` pages from `start` are marked free. Heap lock
+/// held.
+fn free_in(map: &PageMap, start: usize, npages: usize) -> usize {
+    let mut n = 0;
+    map.for_each_chunk(start, npages, |c, lo, hi| {
+        // SAFETY: the bitmaps are guarded by the heap lock (caller).
+        n += count_bits(unsafe { &*c.free.get() }, lo, hi);
+    });
+    n
+}
+
+/// The highest page in `lo..hi` (page-aligned addresses, inside registered
+/// chunks) whose released bit is `released`. Heap lock held.
+fn find_down(map: &PageMap, lo: usize, hi: usize, released: bool) -> Option<usize> {
+    let lo_page = lo >> PAGE_SHIFT;
+    let mut page = hi >> PAGE_SHIFT;
+    while page > lo_page {
+        let top = page - 1;
+        let chunk_first = top - top % PAGES_PER_CHUNK;
+        let from = chunk_first.max(lo_page);
+        let c = map
+            .chunk(top << PAGE_SHIFT)
+            .unwrap_or_else(|| fatal("page map chunk missing"));
+        // SAFETY: the bitmaps are guarded by the heap lock (caller).
+        let bits = unsafe { &*c.released.get() };
+        let word = |w: usize| if released { bits[w] } else { !bits[w] };
+        if let Some(i) = last_set(from - chunk_first, top - chunk_first + 1, word) {
+            return Some((chunk_first + i) << PAGE_SHIFT);
+        }
+        page = from;
+    }
+    None
 }

@@ -16,6 +16,11 @@
 //!   objects, coalescing of free neighbours, an O(1) lock-free page → span
 //!   map that answers "not ours" for foreign addresses, exact tracking of
 //!   released pages, and [`MHeap::release`] to give free memory back.
+//! - The scavenger (module [`scavenge`]) gives free pages back by itself:
+//!   a retained bound (4 MiB + 10% of what is in use), an idle delay (1 s),
+//!   an optional soft memory limit, in bounded increments
+//!   ([`ScavengePolicy`], [`MHeap::scavenge_step`],
+//!   [`MHeap::wait_for_scavenge_work`], [`MHeap::release_all`]).
 //!
 //! It owns: the address space, the span records, the page map. It may call:
 //! its page source and `sizeclass` (for the page size). It never calls the
@@ -55,12 +60,14 @@ mod fatal;
 mod heap;
 mod meta;
 mod pagemap;
+pub mod scavenge;
 pub mod source;
 mod span;
 pub mod sync;
 
 pub use fatal::fatal;
 pub use heap::{HeapConfig, HeapError, HeapStats, MHeap, SpanAlloc};
+pub use scavenge::{ScavengePolicy, monotonic_ns};
 pub use sizeclass::{PAGE_SHIFT, PAGE_SIZE};
 pub use source::{
     Counting, FaultInjecting, FaultPlan, FixedRegion, OsPageSource, PageSource, PageSourceError,

@@ -8,20 +8,22 @@
 //! ```
 //!
 //! The leaves are [`ChunkMeta`]s, one per 64 MiB chunk of address space that
-//! holds heap pages: a span pointer per page, and two page bitmaps used by
-//! the heap (which pages are released to the OS, which may hold non-zero
-//! bytes). L1 lives inside the heap (16 KiB); L2 nodes (16 KiB) and chunks
-//! (~66 KiB each, 0.1% of the memory they describe) come from the metadata
-//! arena and are never freed.
+//! holds heap pages: a span pointer per page, three page bitmaps used by the
+//! heap (which pages are free, which are released to the OS, which may hold
+//! non-zero bytes) and the scavenger's idle record of each 2 MiB block
+//! (`scavenge.rs`). L1 lives inside the heap (16 KiB); L2 nodes (16 KiB) and
+//! chunks (~67 KiB each, 0.1% of the memory they describe) come from the
+//! metadata arena and are never freed.
 //!
 //! # Synchronisation
 //!
 //! The tree's pointers and the span entries are atomics: written under the
 //! heap lock (Release), read by anyone without it (Acquire), so
-//! [`PageMap::span_at`] never takes the lock. The bitmaps are read and
-//! written only under the heap lock.
+//! [`PageMap::span_at`] never takes the lock. The bitmaps and block records
+//! are read and written only under the heap lock.
 
 use crate::meta::MetaArena;
+use crate::scavenge::{BLOCKS_PER_CHUNK, BlockMeta};
 use crate::source::{PageSource, PageSourceError};
 use crate::span::Span;
 use core::cell::UnsafeCell;
@@ -44,18 +46,25 @@ pub(crate) type Bits = [u64; WORDS];
 
 /// The metadata of one 64 MiB chunk of address space.
 ///
-/// Invariant: `spans[i]` is null, or points to the span record that holds
+/// Invariants: `spans[i]` is null, or points to the span record that holds
 /// page `i` (see `Span`'s invariants for which pages of a span map to it).
+/// `free[i]` is set exactly when page `i` belongs to a free span of the
+/// heap (never for pages outside the heap's regions); `released[i]` is set
+/// only for free pages (and pages outside the regions).
 pub(crate) struct ChunkMeta {
     spans: [AtomicPtr<Span>; PAGES_PER_CHUNK],
+    /// Page is in a free span; heap lock.
+    pub(crate) free: UnsafeCell<Bits>,
     /// Page is Released or never committed (not backed); heap lock.
     pub(crate) released: UnsafeCell<Bits>,
     /// Page may hold non-zero bytes; heap lock.
     pub(crate) dirty: UnsafeCell<Bits>,
+    /// The idle record of each 2 MiB block of the chunk; heap lock.
+    pub(crate) blocks: UnsafeCell<[BlockMeta; BLOCKS_PER_CHUNK]>,
 }
 
-// SAFETY: `spans` are atomics; the bitmaps are only accessed under the heap
-// lock (see the module docs).
+// SAFETY: `spans` are atomics; the bitmaps and block records are only
+// accessed under the heap lock (see the module docs).
 unsafe impl Sync for ChunkMeta {}
 
 struct L2Node {
@@ -168,6 +177,7 @@ impl PageMap {
 
     /// Points every page of `start .. start + npages` at `span`. Heap lock
     /// held; the chunks exist.
+    #[inline]
     pub(crate) fn set_range_locked(&self, start: usize, npages: usize, span: *mut Span) {
         self.for_each_chunk(start, npages, |chunk, lo, hi| {
             for e in &chunk.spans[lo..hi] {
@@ -176,8 +186,23 @@ impl PageMap {
         });
     }
 
+    /// Clears the entries of the pages of `start .. start + npages`, just
+    /// taken out of use, and marks them free. Heap lock held; the chunks
+    /// exist.
+    #[inline]
+    pub(crate) fn free_range_locked(&self, start: usize, npages: usize) {
+        self.for_each_chunk(start, npages, |chunk, lo, hi| {
+            for e in &chunk.spans[lo..hi] {
+                e.store(ptr::null_mut(), Ordering::Release);
+            }
+            // SAFETY: the bitmaps are guarded by the heap lock (caller).
+            set_bits(unsafe { &mut *chunk.free.get() }, lo, hi);
+        });
+    }
+
     /// Calls `f(chunk, lo, hi)` for the page indices `lo..hi` of each chunk
     /// that `start .. start + npages` overlaps, in address order.
+    #[inline]
     pub(crate) fn for_each_chunk(
         &self,
         start: usize,
@@ -204,22 +229,46 @@ fn page_in_chunk(addr: usize) -> usize {
 }
 
 /// Sets bits `lo..hi`.
+#[inline]
 pub(crate) fn set_bits(bits: &mut Bits, lo: usize, hi: usize) {
     for_words(lo, hi, |w, mask| bits[w] |= mask);
 }
 
 /// Clears bits `lo..hi`.
+#[inline]
 pub(crate) fn clear_bits(bits: &mut Bits, lo: usize, hi: usize) {
     for_words(lo, hi, |w, mask| bits[w] &= !mask);
 }
 
 /// Counts the set bits in `lo..hi`.
+#[inline]
 pub(crate) fn count_bits(bits: &Bits, lo: usize, hi: usize) -> usize {
     let mut n = 0;
     for_words(lo, hi, |w, mask| {
         n += (bits[w] & mask).count_ones() as usize
     });
     n
+}
+
+/// The highest index in `lo..hi` whose bit is set in the bitmap whose
+/// `w`-th word is `word(w)`, if any (for combinations of bitmaps, such as
+/// free and not released).
+#[inline]
+pub(crate) fn last_set(lo: usize, hi: usize, word: impl Fn(usize) -> u64) -> Option<usize> {
+    let mut i = hi;
+    while i > lo {
+        let w = (i - 1) / 64;
+        let base = w * 64;
+        let from = lo.max(base) - base;
+        let to = i - base;
+        let mask = if to == 64 { !0 } else { (1u64 << to) - 1 } & !((1u64 << from) - 1);
+        let m = word(w) & mask;
+        if m != 0 {
+            return Some(base + 63 - m.leading_zeros() as usize);
+        }
+        i = base + from;
+    }
+    None
 }
 
 /// Calls `f(word, mask)` for each word that `lo..hi` touches, with the mask
@@ -254,6 +303,47 @@ mod tests {
         assert_eq!(count_bits(&b, 130, 200), 70);
         set_bits(&mut b, 0, PAGES_PER_CHUNK);
         assert_eq!(count_bits(&b, 0, PAGES_PER_CHUNK), PAGES_PER_CHUNK);
+    }
+
+    /// The highest index in `lo..hi` whose bit equals `value`.
+    fn last_bit(bits: &Bits, lo: usize, hi: usize, value: bool) -> Option<usize> {
+        last_set(lo, hi, |w| if value { bits[w] } else { !bits[w] })
+    }
+
+    #[test]
+    fn last_set_finds_the_highest_match() {
+        let mut b: Bits = [0; WORDS];
+        assert_eq!(last_bit(&b, 0, PAGES_PER_CHUNK, true), None);
+        assert_eq!(
+            last_bit(&b, 0, PAGES_PER_CHUNK, false),
+            Some(PAGES_PER_CHUNK - 1)
+        );
+        set_bits(&mut b, 5, 70);
+        set_bits(&mut b, 130, 131);
+        assert_eq!(last_bit(&b, 0, PAGES_PER_CHUNK, true), Some(130));
+        assert_eq!(last_bit(&b, 0, 130, true), Some(69));
+        assert_eq!(last_bit(&b, 6, 69, true), Some(68));
+        assert_eq!(last_bit(&b, 70, 130, true), None);
+        assert_eq!(last_bit(&b, 0, 5, true), None);
+        assert_eq!(last_bit(&b, 5, 70, false), None);
+        assert_eq!(last_bit(&b, 5, 71, false), Some(70));
+        assert_eq!(last_bit(&b, 0, 6, false), Some(4));
+        assert_eq!(last_bit(&b, 64, 64, true), None);
+        // Exhaustive on a small pattern against a plain loop.
+        let mut b: Bits = [0; WORDS];
+        for i in (0..300).filter(|i| (i * 7 + i / 13) % 5 < 2) {
+            set_bits(&mut b, i, i + 1);
+        }
+        for lo in 0..200 {
+            for hi in lo..260 {
+                for v in [false, true] {
+                    let want = (lo..hi)
+                        .rev()
+                        .find(|&i| (count_bits(&b, i, i + 1) == 1) == v);
+                    assert_eq!(last_bit(&b, lo, hi, v), want, "{lo}..{hi} {v}");
+                }
+            }
+        }
     }
 
     #[test]

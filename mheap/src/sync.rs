@@ -248,6 +248,53 @@ fn futex_wake_one(word: &core::sync::atomic::AtomicU32) {
     }
 }
 
+/// Sleeps while `*word == expected`, for at most `timeout_ns` nanoseconds
+/// (spurious and early wake-ups are allowed: callers re-check). For the
+/// scavenger's background thread (`MHeap::wait_for_scavenge_work`).
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+    let timeout = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: as in `futex_wait`; `timeout` is a valid relative timespec that
+    // lives across the call. ETIMEDOUT, EAGAIN and EINTR are all fine.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &timeout as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every thread sleeping in [`futex_wait_for`] on `word`.
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wake_all(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: as in `futex_wake_one`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+    // No futex: poll, in slices short enough to notice a wake-up soon.
+    if word.load(core::sync::atomic::Ordering::Relaxed) == expected {
+        std::thread::sleep(std::time::Duration::from_nanos(timeout_ns.min(10_000_000)));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wake_all(_word: &core::sync::atomic::AtomicU32) {}
+
 #[cfg(not(target_os = "linux"))]
 fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
     if word.load(core::sync::atomic::Ordering::Relaxed) == expected {

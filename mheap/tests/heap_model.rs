@@ -13,9 +13,15 @@
 //! - `span_of` answers the right span for the first, last and a middle page
 //!   of every live span, and `None` just outside each live span unless that
 //!   page belongs to another live span;
-//! - a span reported `zeroed` really reads as zero.
+//! - a span reported `zeroed` really reads as zero (released pages re-used
+//!   after scavenging included);
+//! - the scavenger runs under a random policy (inside frees and allocations,
+//!   and in `Tick`s that advance the clock): no increment releases more than
+//!   a step, one releases at least what the memory limit asks for, and once
+//!   the clock runs on with no frees the retained bound and the limit are
+//!   met; both recomputed here from the stats and the policy's definition.
 
-use mheap::{FixedRegion, HeapConfig, MHeap, PAGE_SIZE, Span};
+use mheap::{FixedRegion, HeapConfig, HeapStats, MHeap, PAGE_SIZE, ScavengePolicy, Span};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -24,6 +30,8 @@ enum Op {
     Free { pick: usize },
     Release { pages: usize },
     Resize { pick: usize, npages: usize },
+    Tick { ms: u64 },
+    ReleaseAll,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,7 +41,56 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(|pick| Op::Free { pick }),
         1 => (0usize..400).prop_map(|pages| Op::Release { pages }),
         2 => (any::<usize>(), 1usize..300).prop_map(|(pick, npages)| Op::Resize { pick, npages }),
+        3 => (0u64..300).prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::ReleaseAll),
     ]
+}
+
+fn policy() -> impl Strategy<Value = ScavengePolicy> {
+    (
+        0u32..30,
+        prop_oneof![
+            Just(0usize),
+            Just(64 << 10),
+            Just(1 << 20),
+            Just(usize::MAX)
+        ],
+        prop_oneof![
+            Just(0u64),
+            1_000_000u64..500_000_000,
+            Just(ScavengePolicy::NEVER)
+        ],
+        1usize..64,
+        prop_oneof![Just(None), (4usize..48).prop_map(|m| Some(m << 20))],
+    )
+        .prop_map(
+            |(retain_percent, retain_min_bytes, delay_ns, step_pages, memory_limit)| {
+                ScavengePolicy {
+                    retain_percent,
+                    retain_min_bytes,
+                    delay_ns,
+                    step_bytes: step_pages * PAGE_SIZE,
+                    memory_limit,
+                }
+            },
+        )
+}
+
+/// Pages the memory limit wants released, from the policy's definition.
+fn over_limit_pages(st: &HeapStats, p: &ScavengePolicy) -> usize {
+    let dirty = (st.free - st.released) / PAGE_SIZE;
+    let over = p.memory_limit.map_or(0, |l| {
+        st.resident.saturating_sub(l - l / 20).div_ceil(PAGE_SIZE)
+    });
+    over.min(dirty)
+}
+
+/// Pages the retained bound and the memory limit want released.
+fn pressure_pages(st: &HeapStats, p: &ScavengePolicy) -> usize {
+    let dirty = (st.free - st.released) / PAGE_SIZE;
+    let bound = (p.retain_min_bytes / PAGE_SIZE)
+        .saturating_add((st.in_use / PAGE_SIZE).saturating_mul(p.retain_percent as usize) / 100);
+    dirty.saturating_sub(bound).max(over_limit_pages(st, p))
 }
 
 struct Live<'h> {
@@ -72,7 +129,7 @@ fn verify(span: &Span, tag: u64) {
     }
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, policy: ScavengePolicy) {
     let buf: &'static mut [u8] = Box::leak(vec![0xAAu8; 48 << 20].into_boxed_slice());
     let heap = MHeap::new(
         FixedRegion::new(buf),
@@ -80,10 +137,33 @@ fn run(ops: Vec<Op>) {
             arena_size: 1 << 20,
         },
     );
+    heap.set_scavenge_policy(policy);
+    let step = policy.step_bytes;
+    let mut now = 1_000_000_000u64;
     let mut live: Vec<Live<'_>> = Vec::new();
     let mut next_tag = 1u64;
     for op in ops {
         match op {
+            Op::Tick { ms } => {
+                now += ms * 1_000_000;
+                let before = heap.stats();
+                let want = over_limit_pages(&before, &policy) * PAGE_SIZE;
+                let got = heap.scavenge_step(now);
+                let after = heap.stats();
+                assert_eq!(after.released, before.released + got);
+                assert!(got <= step, "a step released {got} > {step}");
+                assert!(
+                    got >= want.min(step),
+                    "a step released {got}, the policy asks for {want}"
+                );
+            }
+            Op::ReleaseAll => {
+                let before = heap.stats();
+                let got = heap.release_all();
+                let after = heap.stats();
+                assert_eq!(got, before.free - before.released);
+                assert_eq!(after.released, after.free);
+            }
             Op::Alloc {
                 npages,
                 align_shift,
@@ -166,6 +246,20 @@ fn run(ops: Vec<Op>) {
         }
         check(&heap, &live);
     }
+    // Time runs on with no frees: the bound and the limit are met (just
+    // freed memory is exempt from the bound for two generations at most).
+    let mut quiet_ticks = 0;
+    while pressure_pages(&heap.stats(), &policy) > 0 {
+        now += 300_000_000;
+        let got = heap.scavenge_step(now);
+        assert!(got <= step);
+        quiet_ticks += 1;
+        assert!(
+            quiet_ticks < 10_000,
+            "the policy's pressure is never relieved"
+        );
+    }
+    check(&heap, &live);
     for l in live.drain(..) {
         verify(l.span, l.tag);
         // SAFETY: live span, forgotten right after.
@@ -215,8 +309,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn heap_matches_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops);
+    fn heap_matches_model(ops in prop::collection::vec(op(), 1..80), policy in policy()) {
+        run(ops, policy);
     }
 }
 
@@ -241,5 +335,15 @@ fn fill_until_exhausted_then_free_everything() {
             align_shift: 0,
         });
     }
-    run(ops);
+    run(ops.clone(), ScavengePolicy::MANUAL);
+    // The same under an eager scavenger: every free page released at once,
+    // and re-used.
+    run(
+        ops,
+        ScavengePolicy {
+            delay_ns: 0,
+            step_bytes: 64 << 10,
+            ..ScavengePolicy::DEFAULT
+        },
+    );
 }

@@ -3,7 +3,7 @@
 //! no new mapping. Runs in its own process so that resident-set readings
 //! are not disturbed by other tests.
 
-use mheap::{Counting, HeapConfig, MHeap, OsPageSource, PAGE_SIZE, ReleaseAdvice};
+use mheap::{Counting, HeapConfig, MHeap, OsPageSource, PAGE_SIZE, ReleaseAdvice, ScavengePolicy};
 
 const GIB: usize = 1 << 30;
 
@@ -28,6 +28,8 @@ fn tens_of_gib_reserved_few_touched_then_released() {
         Counting::new(OsPageSource::new(ReleaseAdvice::DontNeed)),
         HeapConfig::DEFAULT,
     );
+    // Explicit release only: this test is about `release`.
+    heap.set_scavenge_policy(ScavengePolicy::MANUAL);
     // 24 GiB of address space in 1 GiB spans (no swap is reserved for it).
     let spans: Vec<_> = (0..24)
         .map(|_| heap.alloc_pages(GIB / PAGE_SIZE, PAGE_SIZE).unwrap().span)
@@ -81,6 +83,7 @@ fn partial_release_takes_the_highest_addresses_first() {
         OsPageSource::new(ReleaseAdvice::DontNeed),
         HeapConfig::DEFAULT,
     );
+    heap.set_scavenge_policy(ScavengePolicy::MANUAL);
     let a = heap.alloc_pages(1024, PAGE_SIZE).unwrap();
     touch(a.span.start(), a.span.bytes());
     let (lo, hi) = (a.span.start(), a.span.end());
