@@ -126,7 +126,7 @@ fn run_bin(bin: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
 }
 
-/// Parses a result line into its six `key=value` fields, checking the
+/// Parses a result line into its seven `key=value` fields, checking the
 /// keys, their order and the value formats. Returns the checksum.
 fn parse_result(line: &str, name: &str, p: Params) -> String {
     let fields: Vec<(&str, &str)> = line
@@ -145,10 +145,13 @@ fn parse_result(line: &str, name: &str, p: Params) -> String {
             "size",
             "ops",
             "elapsed_ns",
-            "checksum"
+            "checksum",
+            "peak_rss_kib"
         ],
-        "{line:?}"
+        "{line:?} (this test runs on Linux, where /proc gives the peak RSS)"
     );
+    let kib: u64 = fields[6].1.parse().expect("peak_rss_kib is a number");
+    assert!(kib > 0, "{line:?}");
     assert_eq!(fields[0].1, name);
     assert_eq!(fields[1].1, p.threads.to_string());
     assert_eq!(fields[2].1, p.size.to_string());

@@ -26,8 +26,12 @@
 //! For each configuration, round r = 1..runs runs every allocator once,
 //! starting one allocator further along each round (round 1 starts with
 //! `system`, the reference), so that drift of the machine falls on all
-//! alike. The peak RSS is each child's own `ru_maxrss` from `wait4`
-//! ([`child`]). Each (configuration, allocator) is summarised by the median
+//! alike. The peak RSS of a Rust workload is what the binary reports
+//! (`VmHWM`, its own memory map's high-water mark); of a real program, what
+//! GNU time reports for it (`programs::TIME`). A child's `ru_maxrss` from
+//! `wait4` ([`child`]) is the fallback: it also counts the driver's pages
+//! that the child shared before its `exec` (about 8 MiB by the end of a
+//! run), which would flatten every ratio. Each (configuration, allocator) is summarised by the median
 //! time and median peak RSS over its runs; "best peer" is the lowest among
 //! the allocators other than gomalloc, and each figure's ratio is the
 //! figure over the best peer's. gomalloc's goals: time <= 0.9 and peak RSS
@@ -674,8 +678,15 @@ fn execute(opts: &Options, planned: &[Planned], runs_csv: &Path) -> Result<Vec<R
                 let mut cmd = p
                     .command(a)
                     .map_err(|e| format!("preparing {}: {e}", config.label()))?;
-                let (run, detail) =
-                    measure(&mut cmd, config, c, a, round, &mut expected, opts.timeout);
+                let rss_file = p.prepared.as_ref().and_then(|pr| pr.rss_file());
+                let (run, detail) = measure(
+                    &mut cmd,
+                    config,
+                    (c, a, round),
+                    &mut expected,
+                    opts.timeout,
+                    rss_file,
+                );
                 done += 1;
                 remaining -= 1;
                 let eta = started.elapsed().mul_f64(remaining as f64 / done as f64);
@@ -784,16 +795,16 @@ fn suite(opts: &Options) -> Result<bool, Error> {
 }
 
 /// Runs `cmd` once, as run `round` of configuration `c` under allocator
-/// `a`, and checks its output against `expected` (set by the first good
-/// run). Returns the record and, for a failure, what to show of it.
+/// `a` (the triple `(c, a, round)`), and checks its output against
+/// `expected` (set by the first good run). Returns the record and, for a
+/// failure, what to show of it.
 fn measure(
     cmd: &mut Command,
     config: &Config,
-    c: usize,
-    a: usize,
-    round: u32,
+    (c, a, round): (usize, usize, u32),
     expected: &mut Option<(String, Vec<u8>)>,
     timeout: Duration,
+    rss_file: Option<&Path>,
 ) -> (Run, String) {
     let mut run = Run {
         config: c,
@@ -837,6 +848,9 @@ fn measure(
     let checksum = match config.source {
         Source::Program(_) => {
             run.elapsed_s = Some(m.wall.as_secs_f64());
+            if let Some(kib) = rss_file.and_then(programs::read_peak_rss) {
+                run.peak_rss_kib = Some(kib);
+            }
             programs::digest(&m.stdout)
         }
         Source::Rust => {
@@ -865,6 +879,9 @@ fn measure(
             }
             run.elapsed_s = Some(report.elapsed_ns as f64 / 1e9);
             run.ops = Some(report.ops);
+            if let Some(kib) = report.peak_rss_kib {
+                run.peak_rss_kib = Some(kib);
+            }
             report.checksum
         }
     };
@@ -1006,11 +1023,10 @@ mod tests {
         let (run, _) = measure(
             &mut sh(&line(2, "00000000000000aa")),
             &config,
-            0,
-            1,
-            1,
+            (0, 1, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Ok);
         assert_eq!(run.elapsed_s, Some(0.0025));
@@ -1020,54 +1036,49 @@ mod tests {
         let (run, detail) = measure(
             &mut sh(&line(2, "00000000000000bb")),
             &config,
-            0,
-            2,
-            1,
+            (0, 2, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Mismatch);
         assert!(detail.contains("00000000000000bb"), "{detail}");
         let (run, detail) = measure(
             &mut sh(&line(8, "00000000000000aa")),
             &config,
-            0,
-            2,
-            1,
+            (0, 2, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::BadOutput);
         assert!(detail.contains("threads=8"), "{detail}");
         let (run, detail) = measure(
             &mut sh("echo bad >&2; exit 101"),
             &config,
-            0,
-            2,
-            1,
+            (0, 2, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Exit(101));
         assert_eq!(detail, "bad");
         let (run, _) = measure(
             &mut sh("echo nothing"),
             &config,
-            0,
-            2,
-            1,
+            (0, 2, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::BadOutput);
         let (run, _) = measure(
             &mut sh("kill -9 $$"),
             &config,
-            0,
-            2,
-            1,
+            (0, 2, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Signal(9));
     }
@@ -1086,11 +1097,10 @@ mod tests {
         let (run, _) = measure(
             &mut sh("echo 1 2; echo 3"),
             &config,
-            1,
-            1,
-            1,
+            (1, 1, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Ok);
         assert!(run.elapsed_s.is_some_and(|s| s > 0.0));
@@ -1101,21 +1111,19 @@ mod tests {
         let (run, _) = measure(
             &mut sh("echo 1 2; echo 3"),
             &config,
-            1,
-            0,
-            1,
+            (1, 0, 1),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Ok);
         let (run, detail) = measure(
             &mut sh("echo 1 2; echo 4"),
             &config,
-            1,
-            0,
-            2,
+            (1, 0, 2),
             &mut expected,
             timeout,
+            None,
         );
         assert_eq!(run.status, Status::Mismatch);
         assert_eq!(detail, "line 2: expected \"3\", got \"4\"");

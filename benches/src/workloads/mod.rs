@@ -34,6 +34,8 @@
 //! - `compare-X <name> [--threads N] [--size N]` runs one workload once
 //!   and prints exactly one line on stdout:
 //!   `workload=<name> threads=<n> size=<n> ops=<n> elapsed_ns=<n> checksum=<16 hex digits>`;
+//!   then, where the system has it, ` peak_rss_kib=<n>`: the process's
+//!   peak resident set (`VmHWM`), which the driver prefers to `wait4`'s;
 //!   exit status 0. `elapsed_ns` is the wall time ([`Instant`]) of the
 //!   workload body alone: its set-up, its threads' spawning and joining
 //!   and its final frees, not argument parsing nor process start-up.
@@ -129,6 +131,19 @@ pub struct Report {
     pub outcome: Outcome,
     /// Wall time of the body.
     pub elapsed: Duration,
+    /// The process's peak resident set in KiB (`VmHWM` of
+    /// `/proc/self/status`) after the body, where the system has it.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// This process's peak resident set in KiB: `VmHWM` of `/proc/self/status`
+/// (Linux), the high-water mark of this program's own memory map, which
+/// starts at the `exec` (unlike `wait4`'s `ru_maxrss`, which also counts
+/// the parent's pages a child had before it).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl fmt::Display for Report {
@@ -143,7 +158,11 @@ impl fmt::Display for Report {
             self.outcome.ops,
             self.elapsed.as_nanos(),
             self.outcome.checksum
-        )
+        )?;
+        if let Some(kib) = self.peak_rss_kib {
+            write!(f, " peak_rss_kib={kib}")?;
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +176,7 @@ pub fn run(w: &'static Workload, params: Params) -> Report {
         params,
         outcome,
         elapsed,
+        peak_rss_kib: peak_rss_kib(),
     }
 }
 

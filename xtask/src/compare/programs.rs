@@ -53,7 +53,7 @@ impl Program {
     pub fn default_size(self) -> u64 {
         match self {
             Program::Python => 300_000,
-            Program::Sqlite => 20_000,
+            Program::Sqlite => 100_000,
         }
     }
 
@@ -106,6 +106,7 @@ impl Program {
                     args: vec![script.display().to_string(), size.to_string()],
                     env: vec![("PYTHONMALLOC", "malloc")],
                     stdin: None,
+                    rss_file: rss_file(work),
                 })
             }
             Program::Sqlite => {
@@ -116,6 +117,7 @@ impl Program {
                     args: vec![":memory:".to_string()],
                     env: Vec::new(),
                     stdin: Some(sql),
+                    rss_file: rss_file(work),
                 })
             }
         }
@@ -130,17 +132,62 @@ pub struct Prepared {
     env: Vec<(&'static str, &'static str)>,
     /// A file fed to its stdin (`/dev/null` when `None`).
     stdin: Option<PathBuf>,
+    /// Where GNU time writes the program's peak RSS, when `/usr/bin/time`
+    /// exists (see [`TIME`]).
+    rss_file: Option<PathBuf>,
+}
+
+/// GNU time, the launcher of the real programs when installed (Debian
+/// package `time`).
+///
+/// Why a launcher: `wait4`'s `ru_maxrss` of a child counts the pages it
+/// had before its `exec`, which a `fork` or `vfork` of the driver shares
+/// with the driver (about 8 MiB of it by the end of a suite run, the same
+/// for every allocator, so it flattens every ratio). GNU time is a new
+/// process forked from a small one: its child's count starts from time's
+/// own ~1 MiB, and `env` then sets `LD_PRELOAD` for the program alone.
+pub const TIME: &str = "/usr/bin/time";
+
+/// The file GNU time writes into under `work`, if GNU time is installed.
+fn rss_file(work: &Path) -> Option<PathBuf> {
+    Path::new(TIME)
+        .exists()
+        .then(|| work.join("peak-rss-kib.txt"))
+}
+
+/// The peak RSS in KiB that GNU time wrote to `file` (its last line), if
+/// it is there.
+pub fn read_peak_rss(file: &Path) -> Option<u64> {
+    let text = fs::read_to_string(file).ok()?;
+    text.lines().last()?.trim().parse().ok()
 }
 
 impl Prepared {
+    /// Where the program's peak RSS is written, when GNU time launches it.
+    pub fn rss_file(&self) -> Option<&Path> {
+        self.rss_file.as_deref()
+    }
+
     /// A command for one run, with `preload` in `LD_PRELOAD` (none: glibc).
     pub fn command(&self, preload: Option<&Path>) -> io::Result<Command> {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match &self.rss_file {
+            Some(file) => {
+                let _ = fs::remove_file(file);
+                let mut cmd = Command::new(TIME);
+                cmd.args(["-f", "%M", "-o"]).arg(file).arg("env");
+                if let Some(lib) = preload {
+                    cmd.arg(format!("LD_PRELOAD={}", lib.display()));
+                }
+                cmd.arg(&self.exe);
+                cmd
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.args(&self.args).env_remove("LD_PRELOAD");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        if let Some(lib) = preload {
+        if let (Some(lib), None) = (preload, &self.rss_file) {
             cmd.env("LD_PRELOAD", lib);
         }
         match &self.stdin {
@@ -151,8 +198,9 @@ impl Prepared {
     }
 }
 
-/// The sqlite3 workload with `rows` rows (the SQL of the former
-/// `benches/scripts/real-programs.sh`, which had 20 000).
+/// The sqlite3 workload with `rows` rows: inserts in one transaction, an
+/// index, an aggregate, a group-by and a self-join. (The default is 100 000
+/// rows, about 0.4 s, so that process start-up does not dominate.)
 pub fn sqlite_script(rows: u64) -> String {
     let mut s = String::from(
         "PRAGMA journal_mode=OFF; CREATE TABLE t(a INTEGER, b TEXT, c REAL);\nBEGIN;\n",

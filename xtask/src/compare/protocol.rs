@@ -70,6 +70,10 @@ pub struct Report {
     /// `checksum=`: 16 lowercase or uppercase hex digits, kept as printed
     /// but compared case-insensitively (stored lowercase).
     pub checksum: String,
+    /// `peak_rss_kib=` (optional): the process's own peak resident set
+    /// (`VmHWM`), exact where `wait4`'s `ru_maxrss` also counts the
+    /// driver's pages the child had before its `exec`.
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Finds and parses the one `workload=…` line in a run's stdout.
@@ -84,6 +88,7 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
     let mut workload = None;
     let mut numbers = [None; 4]; // threads, size, ops, elapsed_ns
     let mut checksum = None;
+    let mut peak_rss_kib = None;
     for field in line.split_whitespace() {
         let (key, value) = field
             .split_once('=')
@@ -99,6 +104,7 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
             "size" => numbers[1] = Some(number()?),
             "ops" => numbers[2] = Some(number()?),
             "elapsed_ns" => numbers[3] = Some(number()?),
+            "peak_rss_kib" => peak_rss_kib = Some(number()?),
             "checksum" => {
                 if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!("checksum `{value}` is not 16 hex digits"));
@@ -118,6 +124,7 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
         ops: ops.ok_or_else(|| missing("ops"))?,
         elapsed_ns: elapsed_ns.ok_or_else(|| missing("elapsed_ns"))?,
         checksum: checksum.ok_or_else(|| missing("checksum"))?,
+        peak_rss_kib,
     })
 }
 
@@ -169,10 +176,13 @@ mod tests {
                 ops: 123456,
                 elapsed_ns: 412_000_000,
                 checksum: "00ff00ff00ff00ff".into(),
+                peak_rss_kib: None,
             }
         );
         let ok = "workload=a threads=1 size=1 ops=1 elapsed_ns=1 checksum=0123456789abcdef";
         assert!(parse_report(ok).is_ok());
+        let with_rss = format!("{ok} peak_rss_kib=2048");
+        assert_eq!(parse_report(&with_rss).unwrap().peak_rss_kib, Some(2048));
         for (bad, why) in [
             ("", "no `workload=…` line"),
             (&format!("{ok}\n{ok}"), "more than one"),
