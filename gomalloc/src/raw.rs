@@ -166,8 +166,9 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
 }
 
 /// Gives every free page back to the OS; returns whether anything was.
+/// Releases in bounded steps, dropping the heap lock between them.
 pub fn trim() -> bool {
-    HEAP.release(usize::MAX) > 0
+    HEAP.release_all() > 0
 }
 
 /// Takes every allocator lock, in the one fixed order (shared cache,

@@ -254,7 +254,7 @@ pub fn tables(suite: &Suite, style: Style) -> String {
         format!(
             "gomalloc's goals: time <= {TIME_GOAL:.2} and peak RSS <= {RSS_GOAL:.2} times the best peer's; {star} marks a miss."
         ),
-        "Rust workloads report their own time (the workload loop); real programs are timed from spawn to exit. Peak RSS is the process's maximum resident set (wait4).".to_string(),
+        "Rust workloads report their own time (the workload loop); real programs are timed from spawn to exit. Peak RSS is the process's own high-water mark: VmHWM reported by a Rust workload, GNU time's for a real program (wait4 where neither is available).".to_string(),
     ];
     let cells = || suite.rows.iter().flat_map(|r| r.cells.iter());
     if cells().any(|c| c.failure.is_some()) {
