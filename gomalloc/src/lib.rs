@@ -32,12 +32,13 @@
 //!    request is large (over 32 KiB, or aligned beyond what any class
 //!    offers).
 //! 2. Small: one TLS load finds the thread's `MCache`; pop the class's free
-//!    list. No lock, no atomic read-modify-write.
-//! 3. The list is empty: take the span's remote frees; else carve ~4 KiB of
-//!    never-used objects from the span; else keep the exhausted span as
-//!    *full* and switch to a span the cache owns with local frees, or one
-//!    of its full spans that received remote frees, or a partial span from
-//!    the central list, or a fresh one from the heap.
+//!    list, else its stash (objects of other spans freed by this thread).
+//!    No lock, no atomic read-modify-write.
+//! 3. Both are empty: take the span's remote frees; else switch to a span
+//!    the cache owns with free objects (local frees, or remote frees into
+//!    one of its full spans); else carve ~4 KiB of never-used objects from
+//!    the span; else a partial span from the central list, or a fresh one
+//!    from the heap.
 //! 4. Large: the heap hands out a span of whole pages at the alignment
 //!    asked for; fresh pages skip the memset of `alloc_zeroed`.
 //!
@@ -46,14 +47,18 @@
 //! 1. The layout gives the class. Small: if the object lies in the span the
 //!    thread's cache allocates that class from (two compares against bounds
 //!    kept in the cache), push it on the cache's list. Done.
-//! 2. Otherwise find the span through the page map (O(1), lock-free). If
-//!    the thread's cache owns it (a span it filled earlier: the span records
-//!    its owner's id), push the object on that span's own list: still no
-//!    lock and no atomic read-modify-write.
-//! 3. Else push the object on the span's remote stack (one CAS); its owner
-//!    collects it. The one push that finds the span on its central list's
-//!    full list tells the list, which takes the span back into use or, if
-//!    all its objects are free, returns it to the heap.
+//! 2. Otherwise push it on the class's stash in the cache, with no page-map
+//!    walk (objects under 64 bytes of another thread's span excepted: they
+//!    go straight to step 3, to avoid false sharing). Past 16 KiB per class
+//!    the stash drains: each object's span is found through the page map
+//!    (O(1), lock-free); into a span the cache owns (it records its owner's
+//!    id) the object goes on that span's own list, still with no lock and no
+//!    atomic read-modify-write.
+//! 3. Into another thread's span, objects go on the span's remote stack (one
+//!    CAS per run of objects of one span); its owner collects them. The one
+//!    push that finds the span on its central list's full list tells the
+//!    list, which takes the span back into use or, if all its objects are
+//!    free, returns it to the heap.
 //! 4. Large: the span goes back to the heap and coalesces with its free
 //!    neighbours.
 //!
