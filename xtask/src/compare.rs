@@ -162,17 +162,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value)),
-            _ => (arg.as_str(), None),
-        };
-        let flag = |set: &mut bool| {
-            if inline.is_some() {
-                return Err(format!("`{name}` takes no value"));
-            }
-            *set = true;
-            Ok(())
-        };
+        let (name, inline) = crate::cli::split(arg);
+        let flag = |set: &mut bool| crate::cli::flag(name, inline, set);
         match name {
             "-h" | "--help" => {
                 flag(&mut opts.help)?;

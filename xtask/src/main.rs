@@ -8,6 +8,7 @@
 use std::env;
 use std::process::ExitCode;
 
+mod cli;
 mod compare;
 mod loom;
 mod sizeclasses;
