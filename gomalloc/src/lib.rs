@@ -31,8 +31,9 @@
 //!    alignments above 8 need a class whose size they divide), or the
 //!    request is large (over 32 KiB, or aligned beyond what any class
 //!    offers).
-//! 2. Small: one TLS load finds the thread's `MCache`; pop the class's free
-//!    list, else its stash (objects of other spans freed by this thread).
+//! 2. Small: one TLS load finds the thread's `MCache`; pop the class's
+//!    stash (objects of other spans this thread freed last), else its
+//!    current span's free list.
 //!    No lock, no atomic read-modify-write.
 //! 3. Both are empty: take the span's remote frees; else switch to a span
 //!    the cache owns with free objects (local frees, or remote frees into
