@@ -61,7 +61,9 @@ pub fn malloc_c(size: usize) -> *mut u8 {
 #[inline(always)]
 fn owned_span(ptr: *mut u8) -> (&'static Span, usize) {
     let addr = ptr as usize;
-    let Some(span) = HEAP.span_of(addr) else {
+    // An entry to an in-use span is the span holding `addr` (the page map
+    // keeps no stale entries; see `span_of_mapped`).
+    let Some(span) = HEAP.span_of_mapped(addr) else {
         bad_pointer();
     };
     let off = addr - span.start();

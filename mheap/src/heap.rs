@@ -351,6 +351,28 @@ impl<S: PageSource> MHeap<S> {
         (s.state() == SpanState::InUse && s.contains(addr)).then_some(s)
     }
 
+    /// The in-use span holding `addr`, or `None`: [`span_of`](Self::span_of)
+    /// without its bounds re-check, for the C ABI's `free`.
+    ///
+    /// The page map holds no stale entries: a page's entry is null, or
+    /// points to the free span whose end it is (a record in state `Free`),
+    /// or to the in-use span that holds it. So an entry to an `InUse` record
+    /// is the span holding `addr`, and the bounds test of `span_of` can only
+    /// matter in a race with the freeing of that same span (a double free
+    /// from two threads, or a use after free), which its re-checks narrow
+    /// but cannot close either.
+    #[inline]
+    pub fn span_of_mapped(&self, addr: usize) -> Option<&Span> {
+        let s = self.map.span_at(addr);
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: non-null entries point to span records, which are never
+        // freed while the heap lives.
+        let s = unsafe { &*s };
+        (s.state() == SpanState::InUse).then_some(s)
+    }
+
     /// The span holding `addr`, trusting the caller: the page-map walk of
     /// [`span_of`](Self::span_of) (three dependent loads) without its checks.
     ///

@@ -296,10 +296,19 @@ fn check(heap: &MHeap<FixedRegion>, live: &[Live<'_>]) {
         for addr in [s.start(), s.end() - 1, s.start() + s.bytes() / 2] {
             let got = heap.span_of(addr).expect("live page maps to no span");
             assert!(std::ptr::eq(got, s), "page maps to the wrong span");
+            let mapped = heap.span_of_mapped(addr).expect("live page unmapped");
+            assert!(std::ptr::eq(mapped, s), "page entry of the wrong span");
         }
         for addr in [s.start().wrapping_sub(1), s.end()] {
             if !owned(addr) {
                 assert!(heap.span_of(addr).is_none(), "free page maps to a span");
+                // The C ABI's free relies on this: a page of no live span
+                // maps to no in-use span (no stale entry left behind by
+                // frees, merges or shrinks).
+                assert!(
+                    heap.span_of_mapped(addr).is_none(),
+                    "free page maps to an in-use span"
+                );
             }
         }
     }
