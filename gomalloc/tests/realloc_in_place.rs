@@ -14,58 +14,8 @@ use std::alloc::{Layout, alloc, dealloc, realloc};
 #[global_allocator]
 static GLOBAL: GoMalloc = GoMalloc;
 
-fn pat_word(seed: u64, j: usize) -> u64 {
-    let mut x = seed ^ (j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 29;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^ (x >> 32)
-}
-
-/// Fills `len` bytes at `p` with the pattern of `seed`.
-///
-/// # Safety
-///
-/// `p..p+len` is writable.
-unsafe fn fill(p: *mut u8, len: usize, seed: u64) {
-    let words = len / 8;
-    for j in 0..words {
-        // SAFETY: in bounds (caller); unaligned writes are allowed.
-        unsafe {
-            p.add(j * 8)
-                .cast::<u64>()
-                .write_unaligned(pat_word(seed, j))
-        };
-    }
-    let tail = pat_word(seed, words).to_le_bytes();
-    for (k, &b) in tail.iter().enumerate().take(len % 8) {
-        // SAFETY: in bounds (caller).
-        unsafe { p.add(words * 8 + k).write(b) };
-    }
-}
-
-/// Checks the pattern of `seed` over `len` bytes at `p`.
-///
-/// # Safety
-///
-/// `p..p+len` is readable and initialised.
-unsafe fn check(p: *const u8, len: usize, seed: u64, what: &str) {
-    let words = len / 8;
-    for j in 0..words {
-        // SAFETY: in bounds (caller).
-        let w = unsafe { p.add(j * 8).cast::<u64>().read_unaligned() };
-        assert_eq!(
-            w,
-            pat_word(seed, j),
-            "{what}: word {j} of {len} bytes at {p:p} corrupted"
-        );
-    }
-    let tail = pat_word(seed, words).to_le_bytes();
-    for (k, &b) in tail.iter().enumerate().take(len % 8) {
-        // SAFETY: in bounds (caller).
-        let got = unsafe { p.add(words * 8 + k).read() };
-        assert_eq!(got, b, "{what}: byte {} of {len} corrupted", words * 8 + k);
-    }
-}
+mod common;
+use common::{check, fill};
 
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).expect("valid layout")

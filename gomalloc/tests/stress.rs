@@ -32,7 +32,10 @@ const SLOTS: usize = 256;
 const LOCAL: usize = 48;
 
 // ---------------------------------------------------------------------------
-// Patterns
+// Patterns (`fill` and `check`: tests/common)
+
+mod common;
+use common::{check, fill};
 
 /// The seed of an object's pattern: a mix of who made it, when, how big.
 fn seed_of(tid: u64, serial: u64, size: usize) -> u64 {
@@ -40,61 +43,6 @@ fn seed_of(tid: u64, serial: u64, size: usize) -> u64 {
     x ^= x >> 31;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^ (x >> 27)
-}
-
-/// Word `j` of the pattern of `seed`; byte `i` of an object depends only on
-/// (seed, i), so a prefix of a pattern is the pattern of the prefix.
-#[inline]
-fn pat_word(seed: u64, j: usize) -> u64 {
-    (seed ^ (j as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)).rotate_left((j % 61) as u32)
-}
-
-/// # Safety
-///
-/// `p..p+len` is writable.
-unsafe fn fill(p: *mut u8, len: usize, seed: u64) {
-    let words = len / 8;
-    for j in 0..words {
-        // SAFETY: in bounds (caller); unaligned writes are allowed.
-        unsafe {
-            p.add(j * 8)
-                .cast::<u64>()
-                .write_unaligned(pat_word(seed, j))
-        };
-    }
-    let tail = pat_word(seed, words).to_le_bytes();
-    for (k, &b) in tail.iter().enumerate().take(len % 8) {
-        // SAFETY: in bounds (caller).
-        unsafe { p.add(words * 8 + k).write(b) };
-    }
-}
-
-/// # Safety
-///
-/// `p..p+len` is readable and initialised.
-unsafe fn check(p: *const u8, len: usize, seed: u64, what: &str) {
-    let words = len / 8;
-    for j in 0..words {
-        // SAFETY: in bounds (caller).
-        let w = unsafe { p.add(j * 8).cast::<u64>().read_unaligned() };
-        if w != pat_word(seed, j) {
-            panic!(
-                "{what}: {len}-byte object at {p:p}: word {j} is {w:#018x}, want {:#018x}",
-                pat_word(seed, j)
-            );
-        }
-    }
-    let tail = pat_word(seed, words).to_le_bytes();
-    for (k, &b) in tail.iter().enumerate().take(len % 8) {
-        // SAFETY: in bounds (caller).
-        let got = unsafe { p.add(words * 8 + k).read() };
-        assert_eq!(
-            got,
-            b,
-            "{what}: {len}-byte object at {p:p}: byte {}",
-            words * 8 + k
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
