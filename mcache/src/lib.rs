@@ -645,14 +645,8 @@ impl MCache {
     pub unsafe fn free_nonlocal<C: Central>(&mut self, span: &Span, ptr: *mut u8, central: &C) {
         let class = span.size_class() as usize;
         bump(&self.slots[class].frees);
-        let owner = span.objects.owner.load(Relaxed);
-        if owner == self.id && owner != 0 {
-            // SAFETY: the span is ours and not current.
-            unsafe { self.free_owned(class, span, ptr, central) };
-        } else {
-            // SAFETY: caller's contract; this cache does not own `span`.
-            unsafe { central.free_remote(span, ptr) };
-        }
+        // SAFETY: caller's contract; counted.
+        unsafe { self.release(class, span, ptr, central) }
     }
 
     /// Frees `ptr`, an object of `class` outside the current span, into the
