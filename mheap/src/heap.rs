@@ -515,6 +515,28 @@ impl<S: PageSource> MHeap<S> {
         inner.publish(&self.published);
     }
 
+    /// The settings the heap was made with (or last given by
+    /// [`set_config`](Self::set_config)).
+    pub fn config(&self) -> HeapConfig {
+        self.inner.lock().config
+    }
+
+    /// Replaces the heap's settings, only while it has reserved nothing
+    /// from its page source yet (a heap in a `static`, configured at start
+    /// up). Returns whether it did: `false` once memory is mapped, or when
+    /// `config.arena_size` is not a power of two at least the page size.
+    pub fn set_config(&self, config: HeapConfig) -> bool {
+        if !(config.arena_size.is_power_of_two() && config.arena_size >= PAGE_SIZE) {
+            return false;
+        }
+        let mut inner = self.inner.lock();
+        if inner.mapped_pages != 0 || !inner.regions.is_null() {
+            return false;
+        }
+        inner.config = config;
+        true
+    }
+
     /// Takes the heap lock and keeps it (for `fork`: see
     /// `gomalloc::raw::lock_all`).
     pub fn lock_for_fork(&self) {
@@ -544,6 +566,33 @@ impl<S: PageSource> MHeap<S> {
     /// adapters: counters, fault plans).
     pub fn with_source<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
         f(&mut self.inner.lock().source)
+    }
+
+    /// Calls `f` on every span of the heap (free and in use), region by
+    /// region (highest region first, each in address order), under the heap lock: for tests and
+    /// statistics that recompute what the counters claim. `f` must not call
+    /// the heap (it would deadlock) nor allocate through it.
+    pub fn walk_spans(&self, mut f: impl FnMut(&Span)) {
+        let inner = self.inner.lock();
+        let mut r = inner.regions;
+        while !r.is_null() {
+            // SAFETY: region records are valid while the heap lives; lock
+            // held.
+            let (start, end, lower) = unsafe { ((*r).start, (*r).end, (*r).lower) };
+            let mut p = start;
+            while p < end {
+                let s = self.map.span_at(p);
+                if s.is_null() {
+                    fatal("mheap: walk_spans found a region page with no span");
+                }
+                // SAFETY: the page map holds valid span records; lock held,
+                // so the region's tiling does not change under us.
+                let s = unsafe { &*s };
+                f(s);
+                p = s.end();
+            }
+            r = lower;
+        }
     }
 
     /// Walks the whole heap under its lock, checks every invariant (spans

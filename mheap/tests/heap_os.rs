@@ -123,3 +123,23 @@ fn threads_allocate_free_and_look_up_concurrently() {
     assert_eq!(st.in_use, 0);
     assert_eq!(st.spans_in_use, 0);
 }
+
+/// `set_config` changes the arena size only before the first reservation:
+/// the first arena is then the size asked for, and later calls are refused.
+#[test]
+fn set_config_only_before_first_use() {
+    let heap = os_heap();
+    assert!(!heap.set_config(HeapConfig {
+        arena_size: 3 << 20
+    }));
+    assert!(heap.set_config(HeapConfig {
+        arena_size: 4 << 20
+    }));
+    assert_eq!(heap.config().arena_size, 4 << 20);
+    let a = heap.alloc_pages(1, PAGE_SIZE).unwrap();
+    assert_eq!(heap.stats().mapped, 4 << 20);
+    assert!(!heap.set_config(HeapConfig::DEFAULT));
+    assert_eq!(heap.config().arena_size, 4 << 20);
+    // SAFETY: the span is ours and unused.
+    unsafe { heap.free_span(a.span) };
+}
