@@ -2,7 +2,10 @@
 //! I have? Runs a suite of workloads under gomalloc and its peers (the
 //! system allocator, mimalloc, jemalloc, tcmalloc), interleaved, several
 //! runs each, and prints a table of median time and peak RSS, each as a
-//! ratio to the best peer, with files for the record and the README.
+//! ratio to the best peer, with files for the record and the README. A
+//! column `gomalloc-hardened` (gomalloc built with its `hardened` feature)
+//! shows what the hardened checks cost: its ratios are to plain gomalloc's,
+//! and it is no peer ([`allocators::Role`]).
 //!
 //! # The workloads
 //!
@@ -20,6 +23,15 @@
 //!   libtcmalloc-minimal4; nothing for glibc, the `system` column). The
 //!   time is the wall clock from spawn to exit; the stdout must equal the
 //!   glibc run's.
+//! - **Memory return** (`idle-return`, issue 6): our C program
+//!   `benches/c/idle_return.c`, compiled with `gcc` into the work directory
+//!   and run under `LD_PRELOAD` like the real programs, but speaking the
+//!   Rust workloads' protocol (its own time, peak RSS and checksum). It
+//!   frees about 1.2 GiB of small and medium objects and reports what stays
+//!   resident right after, three idle seconds later and after
+//!   `malloc_trim(0)`: the table "Memory given back", with gomalloc's goals
+//!   (at most 64 MiB after the idle seconds, 32 MiB after the trim, a peak
+//!   at most 1.1 times glibc's).
 //!
 //! # Measurement
 //!
@@ -33,9 +45,10 @@
 //! that the child shared before its `exec` (about 8 MiB by the end of a
 //! run), which would flatten every ratio. Each (configuration, allocator) is summarised by the median
 //! time and median peak RSS over its runs; "best peer" is the lowest among
-//! the allocators other than gomalloc, and each figure's ratio is the
-//! figure over the best peer's. gomalloc's goals: time <= 0.9 and peak RSS
-//! <= 1.1 times the best peer's ([`results`]).
+//! the peers (not gomalloc, nor its hardened variant), and each figure's
+//! ratio is the figure over the best peer's (gomalloc-hardened's: over
+//! gomalloc's). gomalloc's goals: time <= 0.9 and peak RSS <= 1.1 times the
+//! best peer's ([`results`]).
 //!
 //! A run that exits non-zero, is killed by `--timeout`, prints no valid
 //! result line or a different checksum (or output) than the reference is a
@@ -46,8 +59,17 @@
 //!
 //! Progress on stderr, the table on stdout, and in `--out` (default
 //! `target/compare`): `runs.csv` (every run, written as it goes),
-//! `summary.csv`, `summary.md` (the table in Markdown with the machine
+//! `summary.csv`, `summary.md` (the tables in Markdown with the machine
 //! line) and `compare.svg` ([`svg`]).
+//!
+//! # Builds
+//!
+//! Unless `--no-build`: `cargo build --release` of the `compare-*`
+//! binaries and `libgomalloc.so` (`target/release`) and, when
+//! gomalloc-hardened is among `--allocators`, of `compare-gomalloc` and
+//! `libgomalloc.so` with `--features hardened` into a target directory of
+//! its own, `target/compare-hardened` ([`allocators::Build`]), so that
+//! neither build unifies the other's features or rebuilds the other.
 
 use std::env;
 use std::ffi::OsString;
@@ -67,7 +89,7 @@ mod report;
 mod results;
 mod svg;
 
-use allocators::{ALLOCATORS, Allocator, REFERENCE, SUBJECT};
+use allocators::{ALLOCATORS, Allocator, Build, REFERENCE, Role};
 use programs::{PROGRAMS, Prepared};
 use report::{Machine, Style, Suite};
 use results::{Config, Run, Source, Status};
@@ -80,14 +102,22 @@ Runs the comparison suite: each workload under gomalloc and its peers
 prints the median time and peak RSS of each, with the ratio to the best
 peer. Workloads: the Rust workloads of the compare-* binaries (package
 gomalloc-benches; larson, xmalloc and cache-scratch at each --threads
-count) and the real programs python3 and sqlite3 under LD_PRELOAD.
+count), the real programs python3 and sqlite3 under LD_PRELOAD, and
+idle-return (benches/c/idle_return.c, built with gcc, under LD_PRELOAD;
+--size in MiB, default 1200): the memory each allocator gives back after a
+large free, in a table of its own (Memory given back).
+
+gomalloc-hardened is gomalloc built with its `hardened` feature: not a
+peer; its ratios are to plain gomalloc's (the cost of hardening).
 
 Builds first: cargo build --release -p gomalloc-benches --bins
--p gomalloc-capi (skip with --no-build). Writes runs.csv, summary.csv,
-summary.md and compare.svg into the --out directory. A missing peer
-library or program is skipped with a warning. Exits non-zero if any run
-failed (exit status, timeout, or a checksum or output different from the
-reference allocator's).
+-p gomalloc-capi, and, with gomalloc-hardened among the allocators,
+compare-gomalloc and libgomalloc.so with --features hardened into
+target/compare-hardened (skip both with --no-build). Writes runs.csv,
+summary.csv, summary.md and compare.svg into the --out directory. A
+missing peer library or program (or gcc) is skipped with a warning. Exits
+non-zero if any run failed (exit status, timeout, or a checksum or output
+different from the reference allocator's).
 
 options:
   --quick              3 runs and a quarter of each default size
@@ -97,11 +127,14 @@ options:
   --threads LIST       thread counts of the scaling workloads (default 1,2,8)
   --size NAME=N        the size of workload NAME (repeatable; overrides
                        --quick's quarter)
-  --allocators LIST    a subset of gomalloc,system,mimalloc,jemalloc,tcmalloc
+  --allocators LIST    a subset of gomalloc,system,mimalloc,jemalloc,tcmalloc,
+                       gomalloc-hardened (default all; leaving
+                       gomalloc-hardened out skips its build)
   --out DIR            where the files go (default target/compare)
   --no-build           do not run cargo build first
   --bin-dir DIR        where the compare-* binaries are (default
-                       target/release)
+                       target/release; gomalloc-hardened's is always
+                       target/compare-hardened/release/compare-gomalloc)
   --timeout SECS       per-run time limit (default 300): a run past it is
                        killed and counted as failed
   -h, --help           print this help
@@ -322,28 +355,35 @@ impl From<String> for Error {
     }
 }
 
+/// The builds the suite needs for `allocs`: the release build always (the
+/// peers' `compare-*` binaries are there too), and each other build that
+/// one of `allocs` comes from.
+fn builds(allocs: &[&Allocator]) -> Vec<Build> {
+    let mut builds = vec![Build::Release];
+    for a in allocs {
+        if !builds.contains(&a.build) {
+            builds.push(a.build);
+        }
+    }
+    builds
+}
+
 /// Runs `cargo build` for the suite: the workload binaries and
-/// `libgomalloc.so`.
-fn build() -> Result<(), String> {
+/// `libgomalloc.so` of each build in `builds` (see [`Build::cargo_args`]).
+fn build(builds: &[Build], target: &Path) -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let args = [
-        "build",
-        "--release",
-        "-p",
-        "gomalloc-benches",
-        "--bins",
-        "-p",
-        "gomalloc-capi",
-    ];
-    eprintln!("compare: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(args)
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("the build failed ({status})"));
+    for b in builds {
+        let args = b.cargo_args(target);
+        eprintln!("compare: cargo {}", args.join(" "));
+        let status = Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args(&args)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("the build failed ({status})"));
+        }
     }
     Ok(())
 }
@@ -431,16 +471,22 @@ impl Planned {
 }
 
 /// Per allocator, how it runs the Rust workloads, or `None` with a
-/// warning when its binary or preloaded library is missing.
-fn rust_launches(opts: &Options, bin_dir: &Path, release: &Path) -> Vec<Option<Launch>> {
+/// warning when its binary or preloaded library is missing. The binaries of
+/// the release build are in `bin_dir`, the others in their build's
+/// directory under `target`.
+fn rust_launches(opts: &Options, bin_dir: &Path, target: &Path) -> Vec<Option<Launch>> {
     opts.allocators
         .iter()
         .map(|a| {
-            let binary = bin_dir.join(a.binary);
+            let release = a.build.release_dir(target);
+            let binary = match a.build {
+                Build::Release => bin_dir.join(a.binary),
+                _ => release.join(a.binary),
+            };
             if !binary.is_file() {
-                let hint = match opts.bin_dir {
-                    Some(_) => "",
-                    None => " (cargo build --release -p gomalloc-benches --bins)",
+                let hint = match (opts.bin_dir.as_ref(), a.build) {
+                    (Some(_), Build::Release) => String::new(),
+                    (_, b) => format!(" (cargo {})", b.cargo_args(target).join(" ")),
                 };
                 eprintln!(
                     "warning: {}: {} is missing{hint}; its Rust workloads are skipped",
@@ -449,7 +495,7 @@ fn rust_launches(opts: &Options, bin_dir: &Path, release: &Path) -> Vec<Option<L
                 );
                 return None;
             }
-            match a.rust_preload.map(|l| l.locate(release)).transpose() {
+            match a.rust_preload.map(|l| l.locate(&release)).transpose() {
                 Ok(preload) => Some(Launch {
                     binary: Some(binary),
                     preload,
@@ -463,26 +509,27 @@ fn rust_launches(opts: &Options, bin_dir: &Path, release: &Path) -> Vec<Option<L
         .collect()
 }
 
-/// Per allocator, how it runs the real programs, or `None` with a warning
-/// when its library is missing.
-fn program_launches(opts: &Options, release: &Path) -> Vec<Option<Launch>> {
+/// Per allocator, how it runs the program workloads, or `None` with a
+/// warning when its library is missing.
+fn program_launches(opts: &Options, target: &Path) -> Vec<Option<Launch>> {
     opts.allocators
         .iter()
-        .map(
-            |a| match a.program_preload.map(|l| l.locate(release)).transpose() {
+        .map(|a| {
+            let release = a.build.release_dir(target);
+            match a.program_preload.map(|l| l.locate(&release)).transpose() {
                 Ok(preload) => Some(Launch {
                     binary: None,
                     preload,
                 }),
                 Err(why) => {
                     eprintln!(
-                        "warning: {}: {why}; its real-program runs are skipped",
+                        "warning: {}: {why}; its program runs (python3, sqlite3, idle-return) are skipped",
                         a.name
                     );
                     None
                 }
-            },
-        )
+            }
+        })
         .collect()
 }
 
@@ -529,16 +576,11 @@ fn list_workloads(launches: &[Option<Launch>]) -> Result<Vec<protocol::Listed>, 
 }
 
 /// The configurations to run, in table order: the Rust workloads (each
-/// scaling one at every `--threads` count), then the real programs, whose
-/// inputs are written into `work`.
-fn plan(
-    opts: &Options,
-    bin_dir: &Path,
-    release: &Path,
-    work: &Path,
-) -> Result<Vec<Planned>, Error> {
-    let rust = rust_launches(opts, bin_dir, release);
-    let native = program_launches(opts, release);
+/// scaling one at every `--threads` count), then the program workloads,
+/// whose inputs (and idle-return's binary) are written into `work`.
+fn plan(opts: &Options, bin_dir: &Path, target: &Path, work: &Path) -> Result<Vec<Planned>, Error> {
+    let rust = rust_launches(opts, bin_dir, target);
+    let native = program_launches(opts, target);
     let listed = list_workloads(&rust)?;
     let mut known: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     known.extend(PROGRAMS.iter().map(|p| p.name()));
@@ -581,7 +623,11 @@ fn plan(
         };
         let size = opts.size_of(p.name(), p.default_size());
         let writing = |e: std::io::Error| {
-            format!("writing {}'s input into {}: {e}", p.name(), work.display())
+            format!(
+                "preparing {} (its input or binary) in {}: {e}",
+                p.name(),
+                work.display()
+            )
         };
         fs::create_dir_all(work).map_err(writing)?;
         let prepared = p.prepare(&exe, work, size).map_err(writing)?;
@@ -611,7 +657,7 @@ fn plan(
     }
     // The suite is about gomalloc: a configuration it cannot run is an
     // error, not a skipped column.
-    if let Some(g) = opts.allocators.iter().position(|a| a.name == SUBJECT)
+    if let Some(g) = opts.allocators.iter().position(|a| a.role == Role::Subject)
         && let Some(p) = planned.iter().find(|p| p.launch[g].is_none())
     {
         return Err(Error::Failed(format!(
@@ -648,9 +694,13 @@ fn execute(opts: &Options, planned: &[Planned], runs_csv: &Path) -> Result<Vec<R
     for (c, p) in planned.iter().enumerate() {
         let config = &p.config;
         let avail = p.avail();
-        if let (Some(_), Some(&first)) = (&p.prepared, round_order(&avail, reference, 1).first()) {
+        // A real program whose output is compared whole (not one that
+        // reports its own result line).
+        let real = matches!(config.source, Source::Program(prog) if !prog.reports());
+        if let (true, Some(&first)) = (real, round_order(&avail, reference, 1).first()) {
             // One uncounted run first, so that no allocator's run pays for
-            // loading the program and its files from disk.
+            // loading the program and its files from disk. (A reporting
+            // program times its own work, which excludes its start-up.)
             eprintln!("{}: warm-up run (not counted)", config.label());
             let mut cmd = p
                 .command(first)
@@ -703,7 +753,7 @@ fn execute(opts: &Options, planned: &[Planned], runs_csv: &Path) -> Result<Vec<R
                 }
                 // A real program whose output differs is not measured
                 // further: the runs would not be comparable.
-                if run.status == Status::Mismatch && p.prepared.is_some() {
+                if run.status == Status::Mismatch && real {
                     aborted = true;
                     eprintln!(
                         "error: {}: the output under {} differs from the reference run's; the rest of this workload's runs are skipped",
@@ -725,14 +775,16 @@ fn execute(opts: &Options, planned: &[Planned], runs_csv: &Path) -> Result<Vec<R
 fn suite(opts: &Options) -> Result<bool, Error> {
     let started = Instant::now();
     let target = target_dir();
-    let release = target.join("release");
-    let bin_dir = opts.bin_dir.clone().unwrap_or_else(|| release.clone());
+    let bin_dir = opts
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| Build::Release.release_dir(&target));
     let out_dir = opts.out.clone().unwrap_or_else(|| target.join("compare"));
     if !opts.no_build {
-        build()?;
+        build(&builds(&opts.allocators), &target)?;
     }
     let machine = Machine::current();
-    let planned = plan(opts, &bin_dir, &release, &out_dir.join("work"))?;
+    let planned = plan(opts, &bin_dir, &target, &out_dir.join("work"))?;
     let rounds = opts.rounds();
     let mode = if opts.quick { "quick" } else { "full" };
     let total: usize = planned.iter().map(|p| p.avail().len()).sum::<usize>() * rounds as usize;
@@ -805,6 +857,7 @@ fn measure(
         peak_rss_kib: None,
         ops: None,
         checksum: None,
+        retained: None,
         status: Status::Ok,
     };
     let m = match child::run(cmd, timeout) {
@@ -837,14 +890,14 @@ fn measure(
         return (run, stderr_tail());
     }
     let checksum = match config.source {
-        Source::Program(_) => {
+        Source::Program(p) if !p.reports() => {
             run.elapsed_s = Some(m.wall.as_secs_f64());
             if let Some(kib) = rss_file.and_then(programs::read_peak_rss) {
                 run.peak_rss_kib = Some(kib);
             }
             programs::digest(&m.stdout)
         }
-        Source::Rust => {
+        Source::Rust | Source::Program(_) => {
             let stdout = String::from_utf8_lossy(&m.stdout);
             let report = match protocol::parse_report(&stdout) {
                 Ok(r) => r,
@@ -853,9 +906,10 @@ fn measure(
                     return (run, why);
                 }
             };
+            // A program chooses its own thread count.
             let asked = (
                 config.workload.as_str(),
-                config.threads.unwrap_or(1),
+                config.threads.unwrap_or(report.threads),
                 config.size,
             );
             if (report.workload.as_str(), report.threads, report.size) != asked {
@@ -870,6 +924,7 @@ fn measure(
             }
             run.elapsed_s = Some(report.elapsed_ns as f64 / 1e9);
             run.ops = Some(report.ops);
+            run.retained = report.retained;
             if let Some(kib) = report.peak_rss_kib {
                 run.peak_rss_kib = Some(kib);
             }
@@ -882,8 +937,10 @@ fn measure(
         Some((want, want_out)) if *want != checksum => {
             run.status = Status::Mismatch;
             let detail = match config.source {
-                Source::Program(_) => programs::first_difference(want_out, &m.stdout),
-                Source::Rust => format!("checksum {checksum}, the reference run's {want}"),
+                Source::Program(p) if !p.reports() => {
+                    programs::first_difference(want_out, &m.stdout)
+                }
+                _ => format!("checksum {checksum}, the reference run's {want}"),
             };
             return (run, detail);
         }
@@ -974,6 +1031,20 @@ mod tests {
             let err = parse_strs(args).unwrap_err();
             assert!(err.starts_with(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_hardened_build_only_with_its_allocator() {
+        let o = parse_strs(&["--allocators", "gomalloc,system"]).unwrap();
+        assert_eq!(builds(&o.allocators), [Build::Release]);
+        let o = parse_strs(&["--allocators", "gomalloc-hardened"]).unwrap();
+        assert_eq!(builds(&o.allocators), [Build::Release, Build::Hardened]);
+        let o = parse_strs(&[]).unwrap();
+        assert_eq!(builds(&o.allocators), [Build::Release, Build::Hardened]);
+        assert_eq!(
+            o.allocators.last().map(|a| a.name),
+            Some("gomalloc-hardened")
+        );
     }
 
     #[test]
@@ -1072,6 +1143,76 @@ mod tests {
             None,
         );
         assert_eq!(run.status, Status::Signal(9));
+    }
+
+    #[test]
+    fn measure_parses_a_reporting_program() {
+        let config = Config {
+            workload: "idle-return".into(),
+            threads: None,
+            size: 300,
+            scaling: false,
+            source: Source::Program(programs::Program::IdleReturn),
+        };
+        let line = |size: u32, extra: &str| {
+            format!(
+                "echo workload=idle-return threads=2 size={size} ops=2000000 elapsed_ns=400000000 checksum=00000000000000aa peak_rss_kib=330000{extra}"
+            )
+        };
+        let timeout = Duration::from_secs(30);
+        let mut expected = None;
+        let (run, detail) = measure(
+            &mut sh(&line(
+                300,
+                " rss_freed_kib=320000 rss_idle_kib=60000 rss_trim_kib=3000",
+            )),
+            &config,
+            (0, 0, 1),
+            &mut expected,
+            timeout,
+            None,
+        );
+        assert_eq!(run.status, Status::Ok, "{detail}");
+        assert_eq!(run.elapsed_s, Some(0.4));
+        assert_eq!(run.peak_rss_kib, Some(330_000));
+        assert_eq!(
+            run.retained,
+            Some(protocol::Retained {
+                freed: 320_000,
+                idle: 60_000,
+                trim: 3000
+            })
+        );
+        // Its checksum is compared, not its whole output.
+        let (run, _) = measure(
+            &mut sh(&line(300, "")),
+            &config,
+            (0, 1, 1),
+            &mut expected,
+            timeout,
+            None,
+        );
+        assert_eq!(run.status, Status::Ok);
+        assert_eq!(run.retained, None);
+        let (run, detail) = measure(
+            &mut sh(&line(1200, "")),
+            &config,
+            (0, 1, 1),
+            &mut expected,
+            timeout,
+            None,
+        );
+        assert_eq!(run.status, Status::BadOutput);
+        assert!(detail.contains("size=1200"), "{detail}");
+        let (run, _) = measure(
+            &mut sh("echo idle_return: object 7 corrupt >&2; kill -6 $$"),
+            &config,
+            (0, 1, 1),
+            &mut expected,
+            timeout,
+            None,
+        );
+        assert_eq!(run.status, Status::Signal(6));
     }
 
     #[test]

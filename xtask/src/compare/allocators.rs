@@ -1,16 +1,80 @@
 //! The allocators `cargo xtask compare` knows: how each one is put under a
-//! Rust workload (which `compare-*` binary, what to preload) and under a
-//! real program (what to preload), and the colour it has in the chart.
+//! Rust workload (which `compare-*` binary, from which build, what to
+//! preload) and under a real program (what to preload), what it is compared
+//! with, and the colour it has in the chart.
 
 use std::path::{Path, PathBuf};
 
 /// Where Debian puts the peers' shared libraries.
 const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
+/// Which cargo build of the workspace an allocator's files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The workspace's ordinary release build (`target/release`): every
+    /// `compare-*` binary and `libgomalloc.so`.
+    Release,
+    /// `compare-gomalloc` and `libgomalloc.so` built with gomalloc's
+    /// `hardened` feature into a target directory of their own
+    /// ([`HARDENED_TARGET`]), so that the feature is neither unified into
+    /// nor rebuilds the ordinary build.
+    Hardened,
+}
+
+/// The target directory of [`Build::Hardened`], under the workspace's
+/// target directory.
+pub const HARDENED_TARGET: &str = "compare-hardened";
+
+impl Build {
+    /// Where this build's release files are, given the workspace's target
+    /// directory.
+    pub fn release_dir(self, target: &Path) -> PathBuf {
+        match self {
+            Build::Release => target.join("release"),
+            Build::Hardened => target.join(HARDENED_TARGET).join("release"),
+        }
+    }
+
+    /// The `cargo` arguments that build what the suite needs of this build;
+    /// `target` is the workspace's target directory.
+    pub fn cargo_args(self, target: &Path) -> Vec<String> {
+        let args: &[&str] = match self {
+            Build::Release => &[
+                "build",
+                "--release",
+                "-p",
+                "gomalloc-benches",
+                "--bins",
+                "-p",
+                "gomalloc-capi",
+            ],
+            Build::Hardened => &[
+                "build",
+                "--release",
+                "-p",
+                "gomalloc-benches",
+                "--bin",
+                "compare-gomalloc",
+                "-p",
+                "gomalloc-capi",
+                "--lib",
+                "--features",
+                "gomalloc-benches/hardened,gomalloc-capi/hardened",
+                "--target-dir",
+            ],
+        };
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if self == Build::Hardened {
+            args.push(target.join(HARDENED_TARGET).display().to_string());
+        }
+        args
+    }
+}
+
 /// A shared library put in `LD_PRELOAD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {
-    /// `libgomalloc.so` from the workspace's `target/release`.
+    /// `libgomalloc.so` from the allocator's build (see [`Build`]).
     Gomalloc,
     /// A peer's library installed by a Debian package.
     Peer {
@@ -23,7 +87,8 @@ pub enum Library {
 
 impl Library {
     /// The library's path, or why it is not there (a hint to install or
-    /// build it).
+    /// build it); `release_dir` is where the allocator's build puts its
+    /// files ([`Build::release_dir`]).
     pub fn locate(self, release_dir: &Path) -> Result<PathBuf, String> {
         match self {
             Library::Gomalloc => {
@@ -32,7 +97,7 @@ impl Library {
                     Ok(path)
                 } else {
                     Err(format!(
-                        "{} is missing (cargo build --release -p gomalloc-capi)",
+                        "{} is missing (cargo xtask compare builds it unless --no-build)",
                         path.display()
                     ))
                 }
@@ -52,11 +117,30 @@ impl Library {
     }
 }
 
+/// What an allocator is to the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// gomalloc, the allocator the suite is about ([`SUBJECT`]): its ratios
+    /// are to the best peer's, and its goals are marked.
+    Subject,
+    /// An allocator gomalloc is measured against: its ratios are to the
+    /// best peer's, and it may be the best peer.
+    Peer,
+    /// A variant of gomalloc (another build of it): its ratios are to plain
+    /// gomalloc's (what the variant costs), it is never the best peer and
+    /// has no goals.
+    Variant,
+}
+
 /// One allocator of the comparison: a column of the table.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Allocator {
     /// Its name on the command line and in every output.
     pub name: &'static str,
+    /// What it is to the comparison.
+    pub role: Role,
+    /// The build its `compare-*` binary and `libgomalloc.so` come from.
+    pub build: Build,
     /// Its colour in `compare.svg` (fixed, so charts of two runs read alike;
     /// the Okabe–Ito palette, which colour-blind readers can tell apart).
     pub colour: &'static str,
@@ -74,10 +158,13 @@ const TCMALLOC: Library = Library::Peer {
     package: "libtcmalloc-minimal4",
 };
 
-/// Every allocator, in column order: gomalloc first, then the peers.
+/// Every allocator, in column order: gomalloc first, then the peers, then
+/// gomalloc's variants.
 pub const ALLOCATORS: &[Allocator] = &[
     Allocator {
         name: "gomalloc",
+        role: Role::Subject,
+        build: Build::Release,
         colour: "#0072B2",
         binary: "compare-gomalloc",
         rust_preload: None,
@@ -85,6 +172,8 @@ pub const ALLOCATORS: &[Allocator] = &[
     },
     Allocator {
         name: "system",
+        role: Role::Peer,
+        build: Build::Release,
         colour: "#7F7F7F",
         binary: "compare-system",
         rust_preload: None,
@@ -92,6 +181,8 @@ pub const ALLOCATORS: &[Allocator] = &[
     },
     Allocator {
         name: "mimalloc",
+        role: Role::Peer,
+        build: Build::Release,
         colour: "#E69F00",
         binary: "compare-mimalloc",
         rust_preload: None,
@@ -102,6 +193,8 @@ pub const ALLOCATORS: &[Allocator] = &[
     },
     Allocator {
         name: "jemalloc",
+        role: Role::Peer,
+        build: Build::Release,
         colour: "#009E73",
         binary: "compare-jemalloc",
         rust_preload: None,
@@ -112,10 +205,21 @@ pub const ALLOCATORS: &[Allocator] = &[
     },
     Allocator {
         name: "tcmalloc",
+        role: Role::Peer,
+        build: Build::Release,
         colour: "#CC79A7",
         binary: "compare-system",
         rust_preload: Some(TCMALLOC),
         program_preload: Some(TCMALLOC),
+    },
+    Allocator {
+        name: "gomalloc-hardened",
+        role: Role::Variant,
+        build: Build::Hardened,
+        colour: "#56B4E9",
+        binary: "compare-gomalloc",
+        rust_preload: None,
+        program_preload: Some(Library::Gomalloc),
     },
 ];
 
@@ -145,7 +249,45 @@ mod tests {
             }
         }
         assert_eq!(ALLOCATORS[0].name, SUBJECT);
-        assert!(by_name(REFERENCE).is_some());
+        assert_eq!(ALLOCATORS[0].role, Role::Subject);
+        assert_eq!(by_name(REFERENCE).map(|a| a.role), Some(Role::Peer));
         assert!(by_name("nope").is_none());
+        // One subject; variants come after the peers.
+        assert_eq!(
+            ALLOCATORS
+                .iter()
+                .filter(|a| a.role == Role::Subject)
+                .count(),
+            1
+        );
+        let first_variant = ALLOCATORS.iter().position(|a| a.role == Role::Variant);
+        assert!(
+            first_variant.is_some_and(|v| ALLOCATORS[v..].iter().all(|a| a.role == Role::Variant))
+        );
+    }
+
+    #[test]
+    fn builds() {
+        let target = Path::new("/t");
+        assert_eq!(Build::Release.release_dir(target), Path::new("/t/release"));
+        assert_eq!(
+            Build::Hardened.release_dir(target),
+            Path::new("/t/compare-hardened/release")
+        );
+        let hardened = Build::Hardened.cargo_args(target).join(" ");
+        assert!(
+            hardened.contains("--features gomalloc-benches/hardened,gomalloc-capi/hardened"),
+            "{hardened}"
+        );
+        assert!(
+            hardened.ends_with("--target-dir /t/compare-hardened"),
+            "{hardened}"
+        );
+        assert!(
+            !Build::Release
+                .cargo_args(target)
+                .iter()
+                .any(|a| a.contains("hardened") || a == "--target-dir")
+        );
     }
 }

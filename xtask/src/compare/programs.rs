@@ -1,8 +1,13 @@
-//! The real-program workloads: python3 and sqlite3 run under each
-//! allocator's C library through `LD_PRELOAD` (glibc's malloc when nothing
-//! is preloaded). Their scripts are written by [`Program::prepare`] into the
-//! work directory (`<out>/work`); each run's stdout must equal the
-//! reference run's (glibc's), byte for byte.
+//! The workloads run as programs under each allocator's C library through
+//! `LD_PRELOAD` (glibc's malloc when nothing is preloaded): the real
+//! programs python3 and sqlite3, and our own C program `idle-return`.
+//! [`Program::prepare`] writes their inputs into the work directory
+//! (`<out>/work`) and, for `idle-return`, compiles it there with `gcc`.
+//!
+//! A real program's stdout must equal the reference run's (glibc's), byte
+//! for byte. `idle-return` instead prints the result line of the Rust
+//! workloads ([`Program::reports`], [`super::protocol`]): its own time,
+//! peak RSS and checksum, and the memory it kept after freeing everything.
 
 use std::env;
 use std::fmt::Write as _;
@@ -20,10 +25,19 @@ pub enum Program {
     /// sqlite3 on an in-memory database: bulk insert, an index, grouping
     /// and a self-join.
     Sqlite,
+    /// `benches/c/idle_return.c` (issue 6): allocates `size` MiB of small
+    /// and medium objects, frees them (half from a second thread) and
+    /// reports what stays resident right after, after three idle seconds
+    /// and after `malloc_trim(0)`.
+    IdleReturn,
 }
 
-/// Every real-program workload, in table order.
-pub const PROGRAMS: &[Program] = &[Program::Python, Program::Sqlite];
+/// Every program workload, in table order.
+pub const PROGRAMS: &[Program] = &[Program::Python, Program::Sqlite, Program::IdleReturn];
+
+/// The source of the `idle-return` workload, compiled into the work
+/// directory by [`Program::prepare`].
+pub const IDLE_RETURN_C: &str = include_str!("../../../benches/c/idle_return.c");
 
 /// The python workload; `sys.argv[1]` is the number of iterations.
 const PYTHON_SCRIPT: &str = r#"import json, random, sys
@@ -46,39 +60,60 @@ impl Program {
         match self {
             Program::Python => "python3",
             Program::Sqlite => "sqlite3",
+            Program::IdleReturn => "idle-return",
         }
     }
 
-    /// Its default size: python iterations, or sqlite rows inserted.
+    /// Its default size: python iterations, sqlite rows inserted, or
+    /// idle-return's MiB allocated.
     pub fn default_size(self) -> u64 {
         match self {
             Program::Python => 300_000,
             Program::Sqlite => 100_000,
+            Program::IdleReturn => 1200,
         }
     }
 
-    /// The Debian package that installs the program.
+    /// Whether it prints the suite's result line (parsed and checked like a
+    /// Rust workload's: its `elapsed_ns`, `peak_rss_kib` and checksum)
+    /// rather than output that is compared whole and timed from outside.
+    pub fn reports(self) -> bool {
+        self == Program::IdleReturn
+    }
+
+    /// The executable [`Program::locate`] looks for: the program, or the C
+    /// compiler that builds it.
+    fn tool(self) -> &'static str {
+        match self {
+            Program::IdleReturn => "gcc",
+            p => p.name(),
+        }
+    }
+
+    /// The Debian package that installs [`Program::tool`].
     fn package(self) -> &'static str {
         match self {
             Program::Python => "python3",
             Program::Sqlite => "sqlite3",
+            Program::IdleReturn => "gcc",
         }
     }
 
-    /// The program's executable, or why it cannot be run. For python3 this
-    /// is the interpreter itself (`sys.executable`), not a wrapper such as a
-    /// pyenv shim, so that neither the wrapper's time nor its allocations
-    /// are measured.
+    /// The program's executable (for `idle-return`, the C compiler that
+    /// builds it), or why it cannot be run. For python3 this is the
+    /// interpreter itself (`sys.executable`), not a wrapper such as a pyenv
+    /// shim, so that neither the wrapper's time nor its allocations are
+    /// measured.
     pub fn locate(self) -> Result<PathBuf, String> {
-        let found = find_in_path(self.name()).ok_or_else(|| {
+        let found = find_in_path(self.tool()).ok_or_else(|| {
             format!(
                 "`{}` is not on PATH (Debian package {pkg}: apt-get install {pkg})",
-                self.name(),
+                self.tool(),
                 pkg = self.package()
             )
         })?;
         match self {
-            Program::Sqlite => Ok(found),
+            Program::Sqlite | Program::IdleReturn => Ok(found),
             Program::Python => {
                 let out = Command::new(&found)
                     .args(["-c", "import sys; print(sys.executable)"])
@@ -94,10 +129,25 @@ impl Program {
         }
     }
 
-    /// Writes the workload's input of `size` into `work` and returns the
-    /// command that runs it (the caller adds `LD_PRELOAD`).
+    /// Writes the workload's input of `size` into `work` (for
+    /// `idle-return`, compiles it there with `exe`, the C compiler) and
+    /// returns the command that runs it (the caller adds `LD_PRELOAD`).
     pub fn prepare(self, exe: &Path, work: &Path, size: u64) -> io::Result<Prepared> {
         match self {
+            Program::IdleReturn => {
+                let source = work.join("idle_return.c");
+                fs::write(&source, IDLE_RETURN_C)?;
+                let binary = work.join("idle-return");
+                compile(exe, &source, &binary)?;
+                Ok(Prepared {
+                    exe: binary,
+                    args: vec![size.to_string()],
+                    env: Vec::new(),
+                    stdin: None,
+                    // It reports its own VmHWM.
+                    rss_file: None,
+                })
+            }
             Program::Python => {
                 let script = work.join("alloc.py");
                 fs::write(&script, PYTHON_SCRIPT)?;
@@ -124,7 +174,28 @@ impl Program {
     }
 }
 
-/// How to run one prepared real-program workload.
+/// Compiles the C program `source` into `binary` with `cc` (optimised, with
+/// warnings as errors: it is our own code).
+fn compile(cc: &Path, source: &Path, binary: &Path) -> io::Result<()> {
+    let out = Command::new(cc)
+        .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
+        .arg(binary)
+        .arg(source)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} {} failed ({}):\n{}",
+            cc.display(),
+            source.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )));
+    }
+    Ok(())
+}
+
+/// How to run one prepared program workload.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     exe: PathBuf,
@@ -299,9 +370,58 @@ COMMIT; CREATE INDEX ib ON t(b);
 
     #[test]
     fn names_are_distinct() {
-        assert_ne!(Program::Python.name(), Program::Sqlite.name());
-        for p in PROGRAMS {
+        for (i, p) in PROGRAMS.iter().enumerate() {
             assert!(p.default_size() > 0);
+            for q in &PROGRAMS[i + 1..] {
+                assert_ne!(p.name(), q.name());
+            }
         }
+        assert_eq!(
+            PROGRAMS.iter().filter(|p| p.reports()).collect::<Vec<_>>(),
+            [&Program::IdleReturn]
+        );
+    }
+
+    /// idle-return compiles and speaks the protocol (at 4 MiB, no idle
+    /// time: its second argument, which the suite never passes).
+    #[test]
+    fn idle_return_compiles_and_reports() {
+        let Ok(gcc) = Program::IdleReturn.locate() else {
+            eprintln!("skipped: no gcc");
+            return;
+        };
+        let work = env::temp_dir().join(format!("xtask-idle-return-{}", std::process::id()));
+        fs::create_dir_all(&work).unwrap();
+        let prepared = Program::IdleReturn.prepare(&gcc, &work, 4).unwrap();
+        assert!(prepared.rss_file().is_none());
+        let mut cmd = prepared.command(None).unwrap();
+        let out = cmd.arg("0").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let report =
+            super::super::protocol::parse_report(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(
+            (report.workload.as_str(), report.threads, report.size),
+            ("idle-return", 2, 4)
+        );
+        // About 4 MiB at 150-160 B an object.
+        assert!((20_000..40_000).contains(&report.ops), "{report:?}");
+        let retained = report.retained.unwrap();
+        let peak = report.peak_rss_kib.unwrap();
+        assert!(peak >= 4096, "{report:?}");
+        assert!(
+            retained.freed <= peak && retained.trim <= peak,
+            "{report:?}"
+        );
+        // The same checksum again; another size, another checksum.
+        let again = prepared.command(None).unwrap().arg("0").output().unwrap();
+        let again =
+            super::super::protocol::parse_report(&String::from_utf8_lossy(&again.stdout)).unwrap();
+        assert_eq!(again.checksum, report.checksum);
+        let other = Program::IdleReturn.prepare(&gcc, &work, 5).unwrap();
+        let other = other.command(None).unwrap().arg("0").output().unwrap();
+        let other =
+            super::super::protocol::parse_report(&String::from_utf8_lossy(&other.stdout)).unwrap();
+        assert_ne!(other.checksum, report.checksum);
+        let _ = fs::remove_dir_all(&work);
     }
 }

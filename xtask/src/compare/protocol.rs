@@ -8,8 +8,14 @@
 //!   thread count only).
 //! - `compare-X <name> --threads N --size N` runs it once and prints
 //!   `workload=<name> threads=<n> size=<n> ops=<n> elapsed_ns=<n>
-//!   checksum=<16 hex>`; exit 0 on success, 1 or 101 when its own
-//!   verification failed, 2 on a usage error.
+//!   checksum=<16 hex>`, optionally followed by `peak_rss_kib=<n>`; exit 0
+//!   on success, 1 or 101 when its own verification failed, 2 on a usage
+//!   error.
+//! - A memory-return workload (the C program `idle-return`,
+//!   `benches/c/idle_return.c`, which prints the same line) adds the
+//!   resident memory after it freed everything: `rss_freed_kib=<n>` (right
+//!   after the frees), `rss_idle_kib=<n>` (after three idle seconds) and
+//!   `rss_trim_kib=<n>` (after `malloc_trim(0)`), all three or none.
 
 /// One workload as `--list` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +80,26 @@ pub struct Report {
     /// (`VmHWM`), exact where `wait4`'s `ru_maxrss` also counts the
     /// driver's pages the child had before its `exec`.
     pub peak_rss_kib: Option<u64>,
+    /// `rss_freed_kib=`, `rss_idle_kib=`, `rss_trim_kib=` (optional, all
+    /// three or none): what a memory-return workload kept resident.
+    pub retained: Option<Retained<u64>>,
 }
+
+/// The resident memory of a process after it freed everything it had
+/// allocated, at three moments, in KiB: `u64` as a run reports it, `f64`
+/// for medians.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained<T> {
+    /// Right after the last free (`rss_freed_kib=`).
+    pub freed: T,
+    /// After three idle seconds (`rss_idle_kib=`).
+    pub idle: T,
+    /// After `malloc_trim(0)` (`rss_trim_kib=`).
+    pub trim: T,
+}
+
+/// The keys of [`Retained`]'s fields on the result line, in field order.
+pub const RETAINED_KEYS: [&str; 3] = ["rss_freed_kib", "rss_idle_kib", "rss_trim_kib"];
 
 /// Finds and parses the one `workload=…` line in a run's stdout.
 pub fn parse_report(stdout: &str) -> Result<Report, String> {
@@ -89,6 +114,7 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
     let mut numbers = [None; 4]; // threads, size, ops, elapsed_ns
     let mut checksum = None;
     let mut peak_rss_kib = None;
+    let mut retained = [None; 3]; // in RETAINED_KEYS order
     for field in line.split_whitespace() {
         let (key, value) = field
             .split_once('=')
@@ -105,6 +131,9 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
             "ops" => numbers[2] = Some(number()?),
             "elapsed_ns" => numbers[3] = Some(number()?),
             "peak_rss_kib" => peak_rss_kib = Some(number()?),
+            "rss_freed_kib" => retained[0] = Some(number()?),
+            "rss_idle_kib" => retained[1] = Some(number()?),
+            "rss_trim_kib" => retained[2] = Some(number()?),
             "checksum" => {
                 if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!("checksum `{value}` is not 16 hex digits"));
@@ -115,6 +144,21 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
         }
     }
     let missing = |k: &str| format!("no `{k}=` in `{line}`");
+    let retained = match retained {
+        [Some(freed), Some(idle), Some(trim)] => Some(Retained { freed, idle, trim }),
+        [None, None, None] => None,
+        partial => {
+            let absent = RETAINED_KEYS
+                .iter()
+                .zip(partial)
+                .find(|(_, v)| v.is_none())
+                .map_or("", |(k, _)| k);
+            return Err(format!(
+                "{} (the memory-return fields come all three or none)",
+                missing(absent)
+            ));
+        }
+    };
     let [threads, size, ops, elapsed_ns] = numbers;
     Ok(Report {
         workload: workload.ok_or_else(|| missing("workload"))?,
@@ -125,6 +169,7 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
         elapsed_ns: elapsed_ns.ok_or_else(|| missing("elapsed_ns"))?,
         checksum: checksum.ok_or_else(|| missing("checksum"))?,
         peak_rss_kib,
+        retained,
     })
 }
 
@@ -177,12 +222,25 @@ mod tests {
                 elapsed_ns: 412_000_000,
                 checksum: "00ff00ff00ff00ff".into(),
                 peak_rss_kib: None,
+                retained: None,
             }
         );
         let ok = "workload=a threads=1 size=1 ops=1 elapsed_ns=1 checksum=0123456789abcdef";
         assert!(parse_report(ok).is_ok());
         let with_rss = format!("{ok} peak_rss_kib=2048");
         assert_eq!(parse_report(&with_rss).unwrap().peak_rss_kib, Some(2048));
+        assert_eq!(parse_report(&with_rss).unwrap().retained, None);
+        let idle = "workload=idle-return threads=2 size=1200 ops=8000000 elapsed_ns=1500000000 checksum=1ca07698529789fd peak_rss_kib=1300000 rss_freed_kib=1250000 rss_idle_kib=60000 rss_trim_kib=3000";
+        let r = parse_report(idle).unwrap();
+        assert_eq!(r.peak_rss_kib, Some(1_300_000));
+        assert_eq!(
+            r.retained,
+            Some(Retained {
+                freed: 1_250_000,
+                idle: 60_000,
+                trim: 3000
+            })
+        );
         for (bad, why) in [
             ("", "no `workload=…` line"),
             (&format!("{ok}\n{ok}"), "more than one"),
@@ -203,6 +261,14 @@ mod tests {
                 "not 16 hex",
             ),
             ("workload=a junk", "not key=value"),
+            (
+                &format!("{ok} rss_freed_kib=1 rss_trim_kib=3"),
+                "no `rss_idle_kib=`",
+            ),
+            (
+                &format!("{ok} rss_idle_kib=-1"),
+                "`rss_idle_kib` is not a number",
+            ),
         ] {
             let err = parse_report(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");

@@ -5,13 +5,15 @@
 //! peer (the 1.0 line and gomalloc's goal marked); (b) peak RSS likewise;
 //! (c) throughput (ops/s) against thread count for each scaling workload,
 //! one line per allocator. Each allocator keeps its colour of
-//! [`ALLOCATORS`](super::allocators::ALLOCATORS) in every chart.
+//! [`ALLOCATORS`](super::allocators::ALLOCATORS) in every chart. Every bar
+//! is relative to the best peer, gomalloc-hardened's too (whose table
+//! ratio is to gomalloc's).
 
 use std::fmt::Write as _;
 
 use super::allocators::SUBJECT;
 use super::report::{Figure, Suite, fmt_rate, fmt_rss, fmt_time};
-use super::results::Source;
+use super::results::{Cell, Row, Source};
 
 /// Chart width.
 const WIDTH: f64 = 1000.0;
@@ -174,6 +176,15 @@ pub fn tick_label(v: f64, step: f64, top: f64) -> String {
     format!("{:.*}{suffix}", decimals, v / unit)
 }
 
+/// The cell's figure over the best peer's in its row (for every allocator,
+/// where [`Figure::of`] gives a variant's ratio to gomalloc's).
+fn peer_ratio(fig: Figure, row: &Row, cell: &Cell) -> Option<f64> {
+    match (fig.of(cell).0, fig.best(row)) {
+        (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+        _ => None,
+    }
+}
+
 /// Panel (a) or (b), its top at `y0`; returns the y below it.
 fn bar_panel(out: &mut String, suite: &Suite, fig: Figure, y0: f64, title: &str) -> f64 {
     text(out, LEFT, y0 + 18.0, title, "start", 14.0, "bold");
@@ -183,8 +194,8 @@ fn bar_panel(out: &mut String, suite: &Suite, fig: Figure, y0: f64, title: &str)
     let max_ratio = suite
         .rows
         .iter()
-        .flat_map(|r| r.cells.iter())
-        .filter_map(|c| fig.of(c).1)
+        .flat_map(|r| r.cells.iter().map(move |c| (r, c)))
+        .filter_map(|(r, c)| peer_ratio(fig, r, c))
         .fold(1.0f64, f64::max)
         .min(RATIO_CAP);
     let step = if max_ratio * 1.1 <= 2.0 { 0.25 } else { 0.5 };
@@ -231,7 +242,7 @@ fn bar_panel(out: &mut String, suite: &Suite, fig: Figure, y0: f64, title: &str)
         let gx = LEFT + group * g as f64 + group * 0.1;
         for (i, (a, cell)) in suite.allocs.iter().zip(&row.cells).enumerate() {
             let x = gx + bar * i as f64;
-            let (value, ratio) = fig.of(cell);
+            let (value, ratio) = (fig.of(cell).0, peer_ratio(fig, row, cell));
             if cell.failure.is_some() {
                 let _ = writeln!(
                     out,
@@ -591,6 +602,38 @@ mod tests {
         assert!(svg.contains("<polyline"));
         assert!(svg.contains("larson (ops/s)"));
         assert!(svg.contains("FAIL"));
+    }
+
+    #[test]
+    fn a_variant_bar_is_relative_to_the_best_peer() {
+        let (configs, allocs, runs) = super::super::report::tests::sample_with_memory();
+        let rows = summarize(&configs, &allocs, &runs);
+        let machine = Machine {
+            cpu: "CPU".into(),
+            cpus: 2,
+            kernel: "Linux".into(),
+            date: utc_date(0),
+        };
+        let suite = Suite {
+            configs: &configs,
+            allocs: &allocs,
+            rows: &rows,
+            runs: &runs,
+            rounds: 3,
+            machine: &machine,
+            mode: "full",
+        };
+        let svg = chart(&suite, "caption");
+        balanced(&svg);
+        assert!(svg.contains(">gomalloc-hardened<"));
+        // Peak RSS of idle-return: the variant's 1500 MiB over the best
+        // peer's (system's) 1200 MiB, where its table ratio is 1500 / 1380
+        // (gomalloc's).
+        assert!(
+            svg.contains("<title>idle-return gomalloc-hardened: 1.46 GiB (1.25)</title>"),
+            "{svg}"
+        );
+        assert!(svg.contains("<title>idle-return gomalloc: 1.35 GiB (1.15)</title>"));
     }
 
     #[test]
