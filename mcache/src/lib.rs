@@ -37,6 +37,11 @@
 //! span's list; when both are
 //! empty, freed memory is re-used before fresh memory is touched:
 //!
+//! 0. If a trim was requested ([`request_trim`]) since this cache last
+//!    trimmed, it trims first ([`MCache::trim`], below) and pops the
+//!    current span's list if the stash's objects refilled it. This is the
+//!    only place a cache looks at the request: one relaxed load per refill,
+//!    nothing on the fast path.
 //! 1. The current span's remote stack, if anything is on it.
 //! 2. Another owned span with free objects: a partial one (local frees),
 //!    else a full one whose remote stack filled meanwhile. The current span
@@ -52,6 +57,35 @@
 //! [`MAX_EMPTY_BYTES`] of them per class, one goes back to the central
 //! list, which returns it to the heap. [`MCache::flush`] gives every span
 //! back (thread exit).
+//!
+//! ## Bounds, and trimming
+//!
+//! Between refills of a class, a live cache may hold for that class: the
+//! current span, up to [`MAX_FULL`] full spans, up to [`MAX_EMPTY_BYTES`]
+//! of wholly free spans (at least one), the partial spans it re-uses, and
+//! a stash of up to [`STASH_BYTES`]. Other threads' frees into its spans
+//! land on their remote stacks, which only the cache collects, so a full
+//! span may hold no live object at all and still stay with a cache that
+//! never refills that class again.
+//!
+//! [`MCache::trim`] gives such memory back without taking what the thread
+//! still uses: it drains every stash to the objects' spans, collects the
+//! remote stacks of the spans it owns, and gives back to the central list
+//! every span with no live object (wholly free partial and full spans, and
+//! the current span when every carved object is on the slot's list or the
+//! span's remote stack); full spans that received frees become partial.
+//! Spans with live objects stay. Its cost is one pass over the cache's
+//! slots: the spans it owns (at most [`MAX_FULL`] full ones per class) and
+//! the objects on their lists and stacks.
+//!
+//! A thread cannot trim another thread's cache, so a process-wide request
+//! is a counter: [`request_trim`] bumps a static epoch, and each cache
+//! remembers the epoch it last trimmed at and trims in its next refill
+//! (step 0 above) when it is behind. A cache that never refills again (an
+//! idle thread) keeps its memory until it does, or until it flushes at
+//! thread exit: the bound above is the most it keeps. Spans given back
+//! land on the central lists, whose own stranded remote frees
+//! `Centrals::sweep_all` collects.
 //!
 //! It owns: one thread's spans per class, their free lists, the per-class
 //! allocation and free counters. It may call: the [`Central`] trait (which
@@ -92,7 +126,9 @@
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use mcentral::objects::{carve, carve_batch, has_remote, join, next_of, set_next, take_remote};
+use mcentral::objects::{
+    carve, carve_batch, has_remote, join, list_len_tail, next_of, set_next, take_remote,
+};
 use mcentral::{Centrals, SpanSource};
 use mheap::Span;
 use sizeclass::NUM_CLASSES;
@@ -362,6 +398,37 @@ unsafe fn wholly_free(s: &Span) -> bool {
     unsafe { s.objects.nfree.with(|p| *p) == s.objects.carved.with(|p| *p) }
 }
 
+/// Moves an owned, non-current span's remote stack onto its own free list;
+/// returns how many objects that list holds now.
+///
+/// # Safety
+///
+/// The cache owns `s`, which is not its current span.
+unsafe fn collect_remote(s: &Span) -> u32 {
+    let o = &s.objects;
+    if has_remote(s) {
+        #[cfg(gomalloc_loom_broken = "trim")]
+        // Broken on purpose: collects the stack leaving `IN_CENTRAL` set,
+        // as the central list's full state, so the next remote free into
+        // this cache's span notifies a central list it is not on.
+        let remote = take_remote(s, mcentral::objects::IN_CENTRAL);
+        #[cfg(not(gomalloc_loom_broken = "trim"))]
+        let remote = take_remote(s, 0);
+        // SAFETY: the taken stack is a list of free objects of our span.
+        let (n, tail) = unsafe { list_len_tail(remote) };
+        if n > 0 {
+            // SAFETY: owner-guarded fields; `tail` ends the taken list.
+            unsafe {
+                set_next(tail, o.free.with(|p| *p));
+                o.free.with_mut(|p| *p = remote);
+                o.nfree.with_mut(|p| *p += n as u32);
+            }
+        }
+    }
+    // SAFETY: owner-guarded field.
+    unsafe { o.nfree.with(|p| *p) }
+}
+
 /// Takes an owned span's own free list, leaving it empty.
 ///
 /// # Safety
@@ -377,9 +444,51 @@ unsafe fn take_list(s: &Span) -> *mut u8 {
     }
 }
 
+/// Gives an owned, non-current span that is on no cache list back to
+/// `central`, with its own free list.
+///
+/// # Safety
+///
+/// The cache owns `s` and gives it up.
+unsafe fn give_back<C: Central>(s: &Span, central: &C) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let list = take_list(s);
+        give_back_with(s, list, central);
+    }
+}
+
+/// Gives a span the cache owns back to `central` with `list`, its free
+/// objects.
+///
+/// # Safety
+///
+/// The cache owns `s` and gives it up; `list` lists free objects of `s`
+/// only, and the span's own list is empty.
+unsafe fn give_back_with<C: Central>(s: &Span, list: *mut u8, central: &C) {
+    s.objects.owner.store(0, Relaxed);
+    // SAFETY: caller's contract.
+    unsafe { central.uncache_span(s, list) };
+}
+
 /// Ids of caches: 0 means "none", so a cache takes one when it first owns
 /// a span.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// The process-wide trim epoch: [`request_trim`] bumps it, and a cache
+/// whose `trim_epoch` differs trims in its next refill. Relaxed throughout:
+/// a request is a hint that a cache acts on eventually, and trimming
+/// touches only what the cache owns and the spans' own atomic protocol, so
+/// it needs no ordering with the requester. A plain core atomic under loom
+/// too, for that reason.
+static TRIM_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every thread cache to [`trim`](MCache::trim) itself: each does so
+/// in its next refill (see the crate docs, "Bounds, and trimming"). Returns
+/// at once; a cache that never refills again does not trim.
+pub fn request_trim() {
+    TRIM_EPOCH.fetch_add(1, Relaxed);
+}
 
 /// A thread's object cache. See the crate docs.
 ///
@@ -389,6 +498,8 @@ pub struct MCache {
     slots: [Slot; NUM_CLASSES],
     /// This cache's owner id in `SpanObjects::owner` (0 until first use).
     id: usize,
+    /// The [`TRIM_EPOCH`] this cache last trimmed at.
+    trim_epoch: u64,
 }
 
 // SAFETY: the cache owns its spans; it may move to another thread (e.g. a
@@ -408,6 +519,7 @@ impl MCache {
         Self {
             slots: [const { Slot::empty() }; NUM_CLASSES],
             id: 0,
+            trim_epoch: 0,
         }
     }
 
@@ -474,6 +586,15 @@ impl MCache {
     fn refill<C: Central>(&mut self, class: usize, central: &C) -> *mut u8 {
         if self.id == 0 {
             self.id = NEXT_ID.fetch_add(1, Relaxed);
+        }
+        if TRIM_EPOCH.load(Relaxed) != self.trim_epoch {
+            self.trim(central);
+            // The stash of `class` drained into its spans: the current
+            // span's list may have objects again.
+            let list = self.slots[class].free;
+            if !list.is_null() {
+                return self.pop_from(class, list);
+            }
         }
         let slot = &mut self.slots[class];
         // SAFETY: a non-null current span is ours (slot invariant).
@@ -900,6 +1021,90 @@ impl MCache {
                     }
                 }
             }
+        }
+    }
+
+    /// Gives back to `central` what this cache holds without using it (see
+    /// the crate docs, "Bounds, and trimming"): drains every stash to the
+    /// objects' spans, collects the remote stacks of the spans it owns, and
+    /// gives back every span with no live object, the current one
+    /// included; full spans that received frees become partial. Spans with
+    /// live objects stay, with all their free objects. The cache records
+    /// the trim epoch it trimmed at ([`request_trim`]).
+    pub fn trim<C: Central>(&mut self, central: &C) {
+        self.trim_epoch = TRIM_EPOCH.load(Relaxed);
+        for class in 1..NUM_CLASSES {
+            if !self.slots[class].stash.is_null() {
+                self.drain_stash(class, central);
+            }
+            self.trim_class(class, central);
+        }
+    }
+
+    /// The span part of [`trim`](Self::trim) for one class (its stash is
+    /// drained already).
+    fn trim_class<C: Central>(&mut self, class: usize, central: &C) {
+        let slot = &mut self.slots[class];
+        // Partial spans: every wholly free one goes, so none is left to
+        // count as empty.
+        let mut s = slot.partial.head;
+        while !s.is_null() {
+            // SAFETY: partial spans are ours; records outlive the cache.
+            let span = unsafe { &*s };
+            // SAFETY: we own the span; its links are ours.
+            s = span.objects.next.with(|p| unsafe { *p });
+            // SAFETY: we own the span; it is not current.
+            unsafe {
+                collect_remote(span);
+                if wholly_free(span) {
+                    slot.partial.remove(span);
+                    give_back(span, central);
+                }
+            }
+        }
+        slot.empty_bytes = 0;
+        // Full spans: their remote stacks may hold any number of objects.
+        let mut s = slot.full.head;
+        while !s.is_null() {
+            // SAFETY: full spans are ours; records outlive the cache.
+            let span = unsafe { &*s };
+            // SAFETY: we own the span; its links are ours.
+            s = span.objects.next.with(|p| unsafe { *p });
+            // SAFETY: we own the span; it is not current.
+            unsafe {
+                let nfree = collect_remote(span);
+                if wholly_free(span) {
+                    slot.full.remove(span);
+                    give_back(span, central);
+                } else if nfree > 0 {
+                    slot.full.remove(span);
+                    slot.partial.push_front(span, ON_PARTIAL);
+                }
+            }
+        }
+        // The current span: its free objects are the slot's list (its own
+        // `SpanObjects::free` is empty while it is current) and its remote
+        // stack; the never-carved ones are free too.
+        // SAFETY: a non-null current span is ours (slot invariant).
+        let Some(span) = (unsafe { slot.span.as_ref() }) else {
+            return;
+        };
+        let remote = if has_remote(span) {
+            take_remote(span, 0)
+        } else {
+            ptr::null_mut()
+        };
+        // SAFETY: both are lists of free objects of our span.
+        let (list, n) = unsafe { join(remote, slot.free) };
+        // SAFETY: owner-guarded field of our span.
+        let carved = span.objects.carved.with(|p| unsafe { *p }) as usize;
+        if n == carved {
+            slot.clear_current();
+            // SAFETY: we own the span and give it up with all its objects
+            // (its own list is empty while it is current).
+            unsafe { give_back_with(span, list, central) };
+        } else {
+            slot.free = list;
         }
     }
 

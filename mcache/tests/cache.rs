@@ -2,8 +2,11 @@
 //! that exhausts several spans (the refill path), local frees, remote frees
 //! from a second cache on another thread and through raw
 //! `Centrals::free_remote`, every object's contents verified, exact
-//! counters, `flush` giving wholly free spans back to the heap, and out of
-//! memory (null, never a crash) with recovery once memory returns.
+//! counters, `flush` giving wholly free spans back to the heap, `trim`
+//! giving back the spans another cache's frees emptied, and out of memory
+//! (null, never a crash) with recovery once memory returns. (A trim
+//! *request* is process-wide, so its test has a binary of its own:
+//! `tests/trim_request.rs`.)
 
 use mcache::MCache;
 use mcentral::Centrals;
@@ -525,6 +528,182 @@ fn out_of_memory_returns_null_and_recovers() {
     // SAFETY: ours, current span.
     assert!(unsafe { cache.free_local(class_of(2048), p) });
     cache.flush(&central);
+    heap.check_invariants();
+}
+
+/// A cache's objects freed by another cache on another thread land on the
+/// remote stacks of the spans the first cache owns (full ones and the
+/// current one), where only that cache looks: `trim` collects them, drains
+/// the stash, and gives back every span with no live object, and the heap
+/// holds exactly the spans of the objects still live.
+#[test]
+fn trim_gives_back_spans_another_cache_emptied() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(256);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let per_span = SIZE_CLASSES.objects_of_class(class);
+    let span_bytes = SIZE_CLASSES.span_bytes_of_class(class);
+    let mut cache = MCache::new();
+    // Five spans filled, a sixth current with half of its objects out.
+    let n = 5 * per_span + per_span / 2;
+    let objs: Vec<*mut u8> = (0..n)
+        .map(|i| {
+            let p = cache.alloc(class, &central);
+            assert!(!p.is_null());
+            // SAFETY: ours.
+            unsafe { stamp(p, size, i as u64) };
+            p
+        })
+        .collect();
+    let mut spans: Vec<&Span> = Vec::new();
+    for &p in &objs {
+        let sp = span_of(heap, p);
+        if !spans.iter().any(|s| std::ptr::eq(*s, sp)) {
+            spans.push(sp);
+        }
+    }
+    assert_eq!(spans.len(), 6);
+    assert_eq!(cache.owned_spans(class), (0, 5));
+    assert!(std::ptr::eq(spans[5], cache.current_span(class).unwrap()));
+    assert_eq!(heap.stats().in_use, 6 * span_bytes);
+    let in_span = |k: usize| -> Vec<usize> {
+        (0..n)
+            .filter(|&i| spans[k].contains(objs[i] as usize))
+            .collect()
+    };
+    // Who frees what (object indices):
+    // - span 0: another cache, but three objects go to this cache's stash;
+    // - span 1: another cache, all of them;
+    // - span 2: another cache, all but one, which stays live;
+    // - span 3: this cache, all of them (a wholly free partial span);
+    // - span 4: half this cache, half the other;
+    // - span 5 (current): half of what was handed out freed by each, one
+    //   object live.
+    let (s0, s1, s2, s3, s4, s5) = (
+        in_span(0),
+        in_span(1),
+        in_span(2),
+        in_span(3),
+        in_span(4),
+        in_span(5),
+    );
+    let live = [s2[s2.len() / 2], s5[0]];
+    let mut remote = Vec::new();
+    let mut local = Vec::new();
+    let mut stashed = Vec::new();
+    stashed.extend_from_slice(&s0[..3]);
+    remote.extend_from_slice(&s0[3..]);
+    remote.extend_from_slice(&s1);
+    remote.extend(s2.iter().filter(|i| !live.contains(i)));
+    local.extend_from_slice(&s3);
+    let half = s4.len() / 2;
+    local.extend_from_slice(&s4[..half]);
+    remote.extend_from_slice(&s4[half..]);
+    for (j, &i) in s5[1..].iter().enumerate() {
+        if j % 2 == 0 { &mut local } else { &mut remote }.push(i);
+    }
+
+    let objs_addr: Vec<usize> = objs.iter().map(|&p| p as usize).collect();
+    std::thread::scope(|s| {
+        let (central, objs, remote) = (&central, &objs_addr, &remote);
+        s.spawn(move || {
+            let mut other = MCache::new();
+            for &i in remote {
+                let p = objs[i] as *mut u8;
+                let sp = span_of(heap, p);
+                // SAFETY: stamped by the owner, handed over, not used again.
+                unsafe {
+                    verify(p, size, i as u64);
+                    other.free(sp, p, central);
+                }
+            }
+            assert_eq!(other.counts(class), (0, remote.len() as u64));
+            other.flush(central);
+        });
+    });
+    for &i in &local {
+        // SAFETY: allocated and stamped; not used again.
+        unsafe {
+            verify(objs[i], size, i as u64);
+            cache.free(span_of(heap, objs[i]), objs[i], &central);
+        }
+    }
+    for &i in &stashed {
+        // SAFETY: as above; an object outside the current span.
+        unsafe {
+            verify(objs[i], size, i as u64);
+            cache.free_other(class, objs[i], &central);
+        }
+    }
+    // Span 3 is wholly free and kept for re-use; spans 0, 1, 2 sit full
+    // with their objects on their remote stacks; nothing went back.
+    assert_eq!(cache.owned_spans(class), (2, 3));
+    assert_eq!(heap.stats().in_use, 6 * span_bytes);
+    assert_eq!(central.check_class(class), (0, 0));
+
+    let before = central.class_stats(class);
+    cache.trim(&central);
+    // Spans 0, 1, 3, 4 went back; span 2 (a live object, and free ones
+    // now) is partial; the current span stays, with its free objects.
+    assert_eq!(cache.owned_spans(class), (1, 0));
+    assert!(std::ptr::eq(spans[5], cache.current_span(class).unwrap()));
+    assert_eq!(
+        heap.stats().in_use,
+        2 * span_bytes,
+        "the heap should hold the two spans with live objects only"
+    );
+    assert_eq!(central.check_class(class), (0, 0));
+    let after = central.class_stats(class);
+    assert_eq!(after.spans_to_source - before.spans_to_source, 4);
+    for &i in &live {
+        // SAFETY: still allocated and stamped.
+        unsafe { verify(objs[i], size, i as u64) };
+    }
+    // A second trim finds nothing more to give.
+    cache.trim(&central);
+    assert_eq!(heap.stats().in_use, 2 * span_bytes);
+
+    // The free objects trim collected serve allocation: the current span's
+    // list first, then span 2. None of them is a live object.
+    let mut again = Vec::new();
+    for k in 0..per_span {
+        let p = cache.alloc(class, &central);
+        assert!(!p.is_null());
+        assert!(
+            !live.iter().any(|&i| objs[i] == p),
+            "a live object handed out"
+        );
+        assert!(spans[2].contains(p as usize) || spans[5].contains(p as usize));
+        // SAFETY: ours.
+        unsafe { stamp(p, size, 1 << 40 | k as u64) };
+        again.push(p);
+    }
+    assert_eq!(heap.stats().in_use, 2 * span_bytes, "no new span needed");
+    for (k, &p) in again.iter().enumerate() {
+        // SAFETY: allocated and stamped above; not used again.
+        unsafe {
+            verify(p, size, 1 << 40 | k as u64);
+            cache.free(span_of(heap, p), p, &central);
+        }
+    }
+    // The live objects go too: the current span through its list, span 2
+    // through its own; trim gives both back.
+    for &i in &live {
+        // SAFETY: allocated and stamped; not used again.
+        unsafe {
+            verify(objs[i], size, i as u64);
+            cache.free(span_of(heap, objs[i]), objs[i], &central);
+        }
+    }
+    cache.trim(&central);
+    assert_eq!(heap.stats().in_use, 0, "every span should be back");
+    assert!(cache.current_span(class).is_none());
+    assert_eq!(cache.owned_spans(class), (0, 0));
+    assert_eq!(central.check_class(class), (0, 0));
+    cache.flush(&central);
+    let st = central.class_stats(class);
+    assert_eq!(st.spans_from_source, st.spans_to_source);
     heap.check_invariants();
 }
 

@@ -28,6 +28,7 @@
 //! | [`refill_races_remote_frees`] | a cache's refill (collect, give back, take another) vs two remote frees | `take_remote` |
 //! | [`flush_races_remote_frees`] | a cache's flush (thread exit) vs remote frees of objects it allocated | `flush` |
 //! | [`stash_drain_races_owner_flush`] | another cache stashes the owner's objects, re-uses one, and flushes (its stash drains to the remote stacks) vs the owner's allocation, free and flush | `stash` |
+//! | [`trim_races_remote_frees`] | a cache's `trim` (collect the stacks of its full and current spans, give back the wholly free ones) vs two remote frees into its full span | `trim` |
 
 #![cfg(gomalloc_loom)]
 
@@ -167,6 +168,56 @@ fn stash_drain_races_owner_flush() {
         free(&mut owner, &c, x);
         owner.flush(&*c);
         other.join().unwrap();
+        drain_and_check(&c);
+    });
+}
+
+/// (f) A cache owns a full span (both objects allocated) and a current
+/// one (one object out, one never carved); two threads free the full
+/// span's objects remotely while the cache trims: it collects the stack
+/// (empty, one object or both) and gives the span back if both came home,
+/// else files it partial. Then the cache frees its last object locally and
+/// trims again: every span goes back (the current one with its object on
+/// the slot's list), and the cache owns nothing. Broken by `trim` (the
+/// collection leaves `IN_CENTRAL` set on a span the cache owns, so the
+/// next remote free notifies a central list the span is not on).
+#[test]
+fn trim_races_remote_frees() {
+    model(8, || {
+        let c = new_central(2, 4096);
+        let mut cache = Box::new(MCache::new());
+        // One object carved at a time: the third allocation parks the
+        // exhausted first span as full and takes a second one.
+        let objs = [
+            alloc(&mut cache, &c),
+            alloc(&mut cache, &c),
+            alloc(&mut cache, &c),
+        ];
+        assert_eq!(cache.owned_spans(CLASS), (0, 1));
+        let threads: Vec<_> = objs[..2]
+            .iter()
+            .map(|&o| {
+                let c = Arc::clone(&c);
+                loom::thread::spawn(move || free_remote(&c, o))
+            })
+            .collect();
+        // Let the freers go first in some executions: trim only loads a
+        // stack it finds empty, and loom, which looks for other orders
+        // where a write conflicts, never ran them before those loads (30
+        // executions, none catching `trim`, without this yield).
+        loom::thread::yield_now();
+        cache.trim(&*c);
+        for t in threads {
+            t.join().unwrap();
+        }
+        free(&mut cache, &c, objs[2]);
+        cache.trim(&*c);
+        assert_eq!(cache.owned_spans(CLASS), (0, 0), "trim kept a free span");
+        assert!(
+            cache.current_span(CLASS).is_none(),
+            "trim kept the current span"
+        );
+        assert_eq!(c.source().live_spans(), 0, "a wholly free span kept");
         drain_and_check(&c);
     });
 }

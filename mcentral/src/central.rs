@@ -22,6 +22,15 @@
 //!   slipped in meanwhile (`try_mark_full`), else partial.
 //! - [`Centrals::free_remote`]: push onto the span's remote stack; the one
 //!   push that finds the span full notifies the list (`notify_locked`).
+//! - [`Centrals::sweep`] (and [`Centrals::sweep_all`], every class): remote
+//!   frees into a *partial* span notify nobody (it is `NOTIFIED` already),
+//!   so they wait on its stack until a cache takes the span, and a span
+//!   whose last objects came home that way would never go back to the
+//!   source. Sweeping walks the partial list, takes each non-empty stack
+//!   (keeping `IN_CENTRAL | NOTIFIED`, as `uncache_span` does) onto the
+//!   span's free list, and gives every span whose objects are all free back
+//!   to the span source. Called on request (a trim), never on the
+//!   allocation path.
 //!
 //! # Locking
 //!
@@ -29,10 +38,19 @@
 //! line; a lock on one class never blocks another. Lock order: a class lock
 //! may be held while calling the span source (whose heap lock is a leaf),
 //! never the other way round, and no two class locks are ever held at once.
+//!
+//! A sweep holds its class lock for one walk of the partial list: one
+//! atomic load per span, plus the length of each remote stack it takes
+//! (each object is collected once, so the work is bounded by the objects
+//! freed since the last look). It is not cut into batches: resuming a walk
+//! after dropping the lock would need a cursor that cache hand-outs and
+//! notifications could remove under it, and sweeps are rare. The spans it
+//! gives back go to the source after the lock is released, so the heap's
+//! work does not lengthen the class's critical section.
 
 use crate::objects::{
-    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, join, list_len_tail, push_remote, push_remote_chain,
-    take_remote, try_mark_full,
+    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, has_remote, join, list_len_tail, push_remote,
+    push_remote_chain, set_next, take_remote, try_mark_full,
 };
 use crate::source::SpanSource;
 use core::ptr;
@@ -367,6 +385,85 @@ impl<SS: SpanSource> Centrals<SS> {
         // SAFETY: lock held; in no list now.
         unsafe { lists.push(span, IN_PARTIAL) };
         c.counters.partial.fetch_add(1, Relaxed);
+    }
+
+    /// Collects the remote stacks of the partial spans of `class` and gives
+    /// every span whose objects are then all free back to the span source;
+    /// returns how many it gave back. See the module docs (Flows, Locking)
+    /// for why and at what cost.
+    pub fn sweep(&self, class: usize) -> usize {
+        let c = &self.classes[class];
+        // Spans to give back, linked through their `next` cells once they
+        // are off the partial list (the sweep owns them then).
+        let mut freed: *mut Span = ptr::null_mut();
+        let mut count = 0;
+        {
+            let mut lists = c.lists.lock();
+            let mut s = lists.partial;
+            while !s.is_null() {
+                // SAFETY: listed spans are valid records; lock held.
+                let span = unsafe { &*s };
+                let o = &span.objects;
+                // SAFETY: the lock guards the links of listed spans.
+                s = o.next.with(|p| unsafe { *p });
+                if has_remote(span) {
+                    #[cfg(gomalloc_loom_broken = "sweep")]
+                    // Broken on purpose: takes the stack leaving only
+                    // `IN_CENTRAL` (the full-list state), so the next remote
+                    // free notifies a span that is on the partial list.
+                    let remote = take_remote(span, IN_CENTRAL);
+                    #[cfg(not(gomalloc_loom_broken = "sweep"))]
+                    let remote = take_remote(span, IN_CENTRAL | NOTIFIED);
+                    // SAFETY: the taken stack is a list of free objects of
+                    // the span, which the central list owns (lock held).
+                    let (n, tail) = unsafe { list_len_tail(remote) };
+                    if n > 0 {
+                        // SAFETY: as above; `tail` ends the taken list, and
+                        // the lock guards the span's own list.
+                        unsafe {
+                            set_next(tail, o.free.with(|p| *p));
+                            o.free.with_mut(|p| *p = remote);
+                            o.nfree.with_mut(|p| *p += n as u32);
+                        }
+                    }
+                }
+                // SAFETY: lock held.
+                let (nfree, carved) = unsafe {
+                    (
+                        o.nfree.with(|p| *p) as usize,
+                        o.carved.with(|p| *p) as usize,
+                    )
+                };
+                if nfree + (span.nelems() - carved) == span.nelems() {
+                    // Every object is free: no thread holds a pointer into
+                    // the span, so no remote free can race with giving it
+                    // back.
+                    // SAFETY: lock held; the span is on the partial list.
+                    unsafe { lists.remove(span, IN_PARTIAL) };
+                    c.counters.partial.fetch_sub(1, Relaxed);
+                    // SAFETY: off every list: its links are ours.
+                    o.next.with_mut(|p| unsafe { *p = freed });
+                    freed = ptr::from_ref(span).cast_mut();
+                    count += 1;
+                }
+            }
+        }
+        while !freed.is_null() {
+            // SAFETY: spans chained above: valid records only we reach.
+            let span = unsafe { &*freed };
+            // SAFETY: as above.
+            freed = span.objects.next.with(|p| unsafe { *p });
+            c.counters.spans_to_source.fetch_add(1, Relaxed);
+            // SAFETY: every object is free; the span came from this source.
+            unsafe { self.source.free_span(span) };
+        }
+        count
+    }
+
+    /// [`sweep`](Self::sweep) of every size class, one class lock at a
+    /// time; returns how many spans went back to the span source.
+    pub fn sweep_all(&self) -> usize {
+        (1..NUM_CLASSES).map(|class| self.sweep(class)).sum()
     }
 
     /// Takes every class lock, in class order, and keeps them (for

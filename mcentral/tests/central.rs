@@ -4,7 +4,9 @@
 //! heap when its last object comes home), the lists' structure checked with
 //! `check_class` after every step, the heap's `in_use` back to zero once
 //! every object is free, several threads freeing remotely into spans that
-//! another thread caches, and out of memory.
+//! another thread caches, sweeping (remote frees stranded on partial spans
+//! collected, wholly free spans back to the heap, spans with a live object
+//! kept), and out of memory.
 
 use mcentral::objects::{
     carve, carve_batch, has_remote, list_len_tail, next_of, set_next, take_remote,
@@ -578,6 +580,173 @@ fn out_of_memory_is_none_and_heals() {
     unsafe { central.uncache_span(g.span, g.free) };
     heap.with_source(|s| s.heal());
     assert_eq!(central.check_class(big), (0, 0));
+    heap.check_invariants();
+}
+
+/// Gives `span` (which the caller owns) back with the objects of `objs`
+/// from index `free_from` on free; the first `free_from` stay allocated.
+///
+/// # Safety
+///
+/// The caller owns `span` and every object of `objs`.
+unsafe fn uncache_keeping(
+    central: &Centrals<&MHeap<FixedRegion>>,
+    span: &Span,
+    objs: &[usize],
+    free_from: usize,
+) {
+    // SAFETY: caller's contract.
+    unsafe { central.uncache_span(span, link(&objs[free_from..])) };
+}
+
+#[test]
+fn sweep_gives_back_partial_spans_whose_objects_came_home_remotely() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(128);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let nelems = SIZE_CLASSES.objects_of_class(class);
+    let span_bytes = SIZE_CLASSES.span_bytes_of_class(class);
+
+    // Span A: one carving batch, the rest never carved; span B: every
+    // object carved. Both go back partial, A with 2 free objects, B with 5.
+    let a = central.cache_span(class).unwrap();
+    let b = central.cache_span(class).unwrap();
+    // SAFETY: we own span A.
+    let (head, n) = unsafe { carve(a.span, carve_batch(size)) };
+    assert!(n < nelems, "span A keeps never-carved objects");
+    // SAFETY: the carved objects are ours.
+    let a_objs = unsafe { collect(head) };
+    // SAFETY: we own span B.
+    let b_objs = unsafe { carve_all(b.span) };
+    for &o in a_objs.iter().chain(&b_objs) {
+        // SAFETY: carved objects are ours.
+        unsafe { stamp(o, size) };
+    }
+    // SAFETY: we own both spans and all their objects.
+    unsafe {
+        uncache_keeping(&central, a.span, &a_objs, a_objs.len() - 2);
+        uncache_keeping(&central, b.span, &b_objs, b_objs.len() - 5);
+    }
+    assert_eq!(central.check_class(class), (2, 0));
+    assert_eq!(heap.stats().in_use, 2 * span_bytes);
+    assert_eq!(central.sweep(class), 0, "both spans have live objects");
+
+    // Every other object is freed remotely: the spans are partial and
+    // `NOTIFIED`, so nobody is told; the objects wait on the stacks.
+    for &o in a_objs[..a_objs.len() - 2]
+        .iter()
+        .chain(&b_objs[..b_objs.len() - 5])
+    {
+        let span = if a.span.contains(o) { a.span } else { b.span };
+        // SAFETY: an allocated, stamped object of `span`, not used again.
+        unsafe {
+            verify(o, size);
+            central.free_remote(span, o as *mut u8);
+        }
+    }
+    assert!(has_remote(a.span) && has_remote(b.span));
+    assert_eq!(central.check_class(class), (2, 0));
+    assert_eq!(
+        heap.stats().in_use,
+        2 * span_bytes,
+        "stranded on the stacks"
+    );
+
+    let before = central.class_stats(class);
+    assert_eq!(central.sweep(class), 2);
+    assert_eq!(central.check_class(class), (0, 0));
+    assert_eq!(heap.stats().in_use, 0, "swept spans go back to the heap");
+    let after = central.class_stats(class);
+    assert_eq!(after.spans_to_source - before.spans_to_source, 2);
+    assert_eq!((after.partial, after.full), (0, 0));
+    assert_eq!(central.sweep(class), 0, "nothing left to sweep");
+    assert_eq!(central.sweep_all(), 0);
+    heap.check_invariants();
+}
+
+#[test]
+fn sweep_keeps_a_span_with_a_live_object_and_sweep_all_covers_every_class() {
+    let heap = heap(32);
+    let central = Centrals::new(heap);
+    let classes = [class_of(16), class_of(640), class_of(8192)];
+    // One span per class, every object carved and stamped, given back
+    // with its first object free.
+    let mut spans = Vec::new();
+    for &class in &classes {
+        let size = SIZE_CLASSES.size_of_class(class);
+        let g = central.cache_span(class).unwrap();
+        // SAFETY: we own the span.
+        let objs = unsafe { carve_all(g.span) };
+        assert!(objs.len() >= 3, "class {class}: a free, a remote, a live");
+        for &o in &objs {
+            // SAFETY: ours.
+            unsafe { stamp(o, size) };
+        }
+        // SAFETY: we own the span; the first object is free.
+        unsafe { central.uncache_span(g.span, link(&objs[..1])) };
+        assert_eq!(central.check_class(class), (1, 0));
+        spans.push((class, g.span, objs));
+    }
+    let in_use = heap.stats().in_use;
+    // Every object but the last of each span is freed remotely.
+    for (class, span, objs) in &spans {
+        let size = SIZE_CLASSES.size_of_class(*class);
+        for &o in &objs[1..objs.len() - 1] {
+            // SAFETY: an allocated, stamped object of `span`.
+            unsafe {
+                verify(o, size);
+                central.free_remote(span, o as *mut u8);
+            }
+        }
+    }
+    // The last objects are live: sweeping collects the stacks but gives
+    // nothing back.
+    assert_eq!(central.sweep_all(), 0);
+    assert_eq!(
+        heap.stats().in_use,
+        in_use,
+        "a span with a live object went"
+    );
+    for (class, span, objs) in &spans {
+        assert!(!has_remote(span), "sweep collects the remote stack");
+        assert_eq!(central.check_class(*class), (1, 0));
+        let size = SIZE_CLASSES.size_of_class(*class);
+        let live = *objs.last().unwrap();
+        // SAFETY: still allocated, stamped.
+        unsafe { verify(live, size) };
+        // The collected objects are on the span's list: a cache taking it
+        // gets every free object, exactly once, and never the live one.
+        let g = central.cache_span(*class).unwrap();
+        assert!(std::ptr::eq(g.span, *span));
+        // SAFETY: the list is ours.
+        let mut got = unsafe { collect(g.free) };
+        got.sort_unstable();
+        let mut want = objs[..objs.len() - 1].to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want, "sweep lost or duplicated objects");
+        // SAFETY: we own the span; the list holds its free objects.
+        unsafe { central.uncache_span(g.span, g.free) };
+        assert_eq!(central.check_class(*class), (1, 0));
+    }
+    // The last objects are freed remotely too: sweep_all gives back every
+    // span, one per class.
+    for (class, span, objs) in &spans {
+        let live = *objs.last().unwrap();
+        // SAFETY: allocated, stamped, not used again.
+        unsafe {
+            verify(live, SIZE_CLASSES.size_of_class(*class));
+            central.free_remote(span, live as *mut u8);
+        }
+    }
+    assert_eq!(heap.stats().in_use, in_use);
+    assert_eq!(central.sweep_all(), classes.len());
+    assert_eq!(heap.stats().in_use, 0);
+    for &class in &classes {
+        assert_eq!(central.check_class(class), (0, 0));
+        let st = central.class_stats(class);
+        assert_eq!((st.spans_from_source, st.spans_to_source), (1, 1));
+    }
     heap.check_invariants();
 }
 

@@ -33,6 +33,7 @@
 //! | [`uncache_races_remote_free`] | `uncache_span` of an exhausted span vs a remote free | `uncache_full` |
 //! | [`last_free_races_cache_and_uncache`] | the last frees into a full span vs a cache taking and returning a span | `notify` |
 //! | [`handout_and_takeback_under_contention`] | two caches `cache_span`/`uncache_span` vs a remote free | `handout` |
+//! | [`sweep_races_remote_frees_and_a_cache`] | `sweep` of a partial span vs the remote frees of its last objects and a cache taking and returning a span | `sweep` |
 
 #![cfg(gomalloc_loom)]
 
@@ -183,6 +184,59 @@ fn handout_and_takeback_under_contention() {
         for t in caches {
             t.join().unwrap();
         }
+        drain_and_check(&c);
+    });
+}
+
+/// (e) A partial span (one object free, one never carved, two held by
+/// other threads) is swept while those threads free their objects
+/// remotely and a cache takes a span (that one, or a fresh one once it is
+/// gone), allocates and frees an object, and gives it back. A sweep may
+/// find the stack empty, half full, or the span wholly free (then the
+/// span goes back to the source, which checks that nothing is live and
+/// nothing is left on the stack); the frees that land after it wait,
+/// without a notification, for the next sweep or hand-out. Once everything
+/// has finished, one more sweep leaves no span live: a wholly free span
+/// never stays stranded on the partial list. Broken by `sweep` (the sweep
+/// takes the stack leaving only `IN_CENTRAL`, so the next remote free
+/// notifies a span that is on the partial list, not the full one).
+#[test]
+fn sweep_races_remote_frees_and_a_cache() {
+    model(4, || {
+        let c = new_central(2, 2048);
+        let g = c.cache_span(CLASS).unwrap();
+        // SAFETY: we own the fresh span.
+        let (head, n) = unsafe { carve(g.span, 3) };
+        assert_eq!(n, 3);
+        let objs = list_to_vec(head, 3);
+        for &o in &objs[..2] {
+            c.source().take_obj(o as *mut u8);
+        }
+        // SAFETY: we own the span; `objs[2]` is free.
+        unsafe { c.uncache_span(g.span, vec_to_list(&objs[2..])) };
+        assert_eq!(c.check_class(CLASS), (1, 0));
+        let mut threads: Vec<_> = objs[..2]
+            .iter()
+            .map(|&o| {
+                let c = Arc::clone(&c);
+                loom::thread::spawn(move || free_remote(&c, o))
+            })
+            .collect();
+        threads.push({
+            let c = Arc::clone(&c);
+            loom::thread::spawn(move || cache_round(&c))
+        });
+        c.sweep(CLASS);
+        for t in threads {
+            t.join().unwrap();
+        }
+        c.sweep(CLASS);
+        assert_eq!(
+            c.check_class(CLASS),
+            (0, 0),
+            "a wholly free span stays listed after a sweep"
+        );
+        assert_eq!(c.source().live_spans(), 0, "a wholly free span kept");
         drain_and_check(&c);
     });
 }

@@ -93,6 +93,12 @@ const MODELS: &[Model] = &[
         broken: "handout",
     },
     Model {
+        package: "mcentral",
+        test: "loom_central",
+        name: "sweep_races_remote_frees_and_a_cache",
+        broken: "sweep",
+    },
+    Model {
         package: "mcache",
         test: "loom_cache",
         name: "refill_races_remote_frees",
@@ -110,6 +116,12 @@ const MODELS: &[Model] = &[
         name: "stash_drain_races_owner_flush",
         broken: "stash",
     },
+    Model {
+        package: "mcache",
+        test: "loom_cache",
+        name: "trim_races_remote_frees",
+        broken: "trim",
+    },
 ];
 
 /// The values of `gomalloc_loom_broken`, as registered in the root
@@ -122,6 +134,8 @@ const VARIANTS: &[&str] = &[
     "handout",
     "flush",
     "stash",
+    "sweep",
+    "trim",
 ];
 
 /// What the command line asks for.
