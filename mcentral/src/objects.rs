@@ -25,8 +25,42 @@
 //! sets `NOTIFIED` atomically, so exactly one thread notifies, and no freed
 //! object is ever stranded in a span the central list believes full. The
 //! loom models (`tests/loom_central.rs`) check these claims.
+//!
+//! # Hardening (feature `hardened`)
+//!
+//! A free object's first word is the only allocator metadata that user code
+//! can reach: a heap overflow out of the object before it, or a write
+//! through a dangling pointer, lands there. In a plain build that word is
+//! the raw address of the next free object, so overwriting it makes a later
+//! allocation hand out any address the attacker chose (the classic
+//! free-list poisoning of tcache and friends), and reading it leaks a heap
+//! address.
+//!
+//! With the feature every link is stored encoded, `next ^ key(at)`, where
+//! `at` is the address of the word itself and
+//! `key(at) = secret ^ (at >> PAGE_SHIFT) * MIX`: a per-process random
+//! secret ([`LazyKey`], from `getrandom(2)`, drawn once, without
+//! allocating), mixed with the page the link lives in, so every page has
+//! its own key and a link copied to another page decodes to garbage. The
+//! end of a list is stored as `key(at)`, not 0, so a zeroed word is
+//! detected too. Every decode checks that the pointer is 8-byte aligned and
+//! below 2^48, where the page map says every heap address lies (a forged or
+//! overwritten link, which decodes to a random word, passes with
+//! probability 2^-19), and the thread cache's pop also checks that it lies
+//! inside the current span ([`check_link_in`]: it passes with probability
+//! span bytes / 2^64); a failed check aborts through `mheap::fatal` with
+//! [`CORRUPT_LINK`] before the bad pointer is ever handed out.
+//!
+//! Everything that stores a link in an object goes through [`set_next`]
+//! and [`next_of`]: carving, [`join`], [`list_len_tail`], the remote
+//! stack's chain links, the caches' lists and stashes; the heads kept in
+//! span records and caches (metadata user code cannot reach) stay raw.
+//! Cost per link: one load of the key (and a never-taken branch), a shift,
+//! a multiply and two XORs, plus the alignment test on a read. Without the
+//! feature the two functions compile to a plain load and store, as before.
 
 use core::ptr;
+use core::sync::atomic::{AtomicUsize as CoreAtomicUsize, Ordering::Relaxed as CoreRelaxed};
 use mheap::Span;
 use mheap::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -39,24 +73,51 @@ pub const FLAGS: usize = IN_CENTRAL | NOTIFIED;
 
 /// Reads the next-object link stored in a free object's first word.
 ///
+/// With the `hardened` feature the word holds the link encoded (see the
+/// module docs, "Hardening"); a link that does not decode to an 8-byte
+/// aligned pointer below 2^48 aborts the process ([`CORRUPT_LINK`]).
+///
 /// # Safety
 ///
-/// `obj` is a free object of a span (at least 8 bytes, 8-byte aligned).
+/// `obj` is a free object of a span (at least 8 bytes, 8-byte aligned)
+/// whose first word was written by [`set_next`].
 #[inline(always)]
 pub unsafe fn next_of(obj: *mut u8) -> *mut u8 {
+    #[cfg(not(feature = "hardened"))]
     // SAFETY: caller's contract.
-    unsafe { obj.cast::<*mut u8>().read() }
+    unsafe {
+        obj.cast::<*mut u8>().read()
+    }
+    #[cfg(feature = "hardened")]
+    {
+        // SAFETY: caller's contract.
+        let next = unsafe { obj.cast::<usize>().read() } ^ link_key(obj);
+        if next & NOT_A_LINK != 0 {
+            corrupt_link();
+        }
+        next as *mut u8
+    }
 }
 
-/// Stores the next-object link in a free object's first word.
+/// Stores the next-object link in a free object's first word (encoded,
+/// with the `hardened` feature).
 ///
 /// # Safety
 ///
-/// As for [`next_of`].
+/// `obj` is a free object of a span (at least 8 bytes, 8-byte aligned)
+/// that the caller may write.
 #[inline(always)]
 pub unsafe fn set_next(obj: *mut u8, next: *mut u8) {
+    #[cfg(not(feature = "hardened"))]
     // SAFETY: caller's contract.
-    unsafe { obj.cast::<*mut u8>().write(next) }
+    unsafe {
+        obj.cast::<*mut u8>().write(next)
+    }
+    #[cfg(feature = "hardened")]
+    // SAFETY: caller's contract.
+    unsafe {
+        obj.cast::<usize>().write(next as usize ^ link_key(obj))
+    }
 }
 
 /// Pushes `obj`, freed by a thread that does not own `span`, onto the
@@ -227,4 +288,141 @@ pub unsafe fn join(a: *mut u8, b: *mut u8) -> (*mut u8, usize) {
     // SAFETY: `tail` is the last object of `a`.
     unsafe { set_next(tail, b) };
     (a, na + nb)
+}
+
+// ---------------------------------------------------------------------------
+// Hardening: keys and link checks (see the module docs, "Hardening").
+
+/// The message of a free-list link that does not decode to a free object.
+pub const CORRUPT_LINK: &str = "corrupted free list: a free object's link was overwritten \
+     (heap overflow or use after free)";
+
+/// A per-process random key, drawn the first time it is read: 8 bytes of
+/// `getrandom(2)` (falling back to the kernel's `AT_RANDOM` bytes, mixed,
+/// when the entropy pool is not ready), never 0. Reading it never
+/// allocates; the first read costs one system call, later ones a load and a
+/// never-taken branch. Racing first reads agree: the first value stored
+/// wins (a compare-exchange from 0), so every thread sees one key for the
+/// life of the process.
+///
+/// Used for the free-list links here and by `gomalloc`'s checks (double-free
+/// tags, large-object canaries), each with a key of its own, so that
+/// leaking one does not give the other away.
+pub struct LazyKey(CoreAtomicUsize);
+
+impl LazyKey {
+    /// A key not drawn yet.
+    pub const fn new() -> Self {
+        Self(CoreAtomicUsize::new(0))
+    }
+
+    /// The key, drawn now if this is the first read.
+    #[inline(always)]
+    pub fn get(&self) -> usize {
+        let k = self.0.load(CoreRelaxed);
+        if k != 0 { k } else { self.draw() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn draw(&self) -> usize {
+        let k = random_word();
+        match self.0.compare_exchange(0, k, CoreRelaxed, CoreRelaxed) {
+            Ok(_) => k,
+            Err(winner) => winner,
+        }
+    }
+}
+
+impl Default for LazyKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A random non-zero word, without allocating: `getrandom(2)` (non-blocking),
+/// else the 16 bytes the kernel gives every process at `exec`
+/// (`getauxval(AT_RANDOM)`, which glibc also uses for its stack guard and
+/// pointer guard, so they are mixed, not copied), with the address of a
+/// stack slot (ASLR) and the clock mixed in.
+fn random_word() -> usize {
+    let mut w: usize = 0;
+    // SAFETY: `getrandom` writes at most 8 bytes into `w`, a live local;
+    // the raw system call does not allocate.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            ptr::from_mut(&mut w),
+            size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != size_of::<usize>() as libc::c_long {
+        // SAFETY: `getauxval` reads the auxiliary vector, no allocation.
+        let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+        let (a, b) = if at.is_null() {
+            (0, 0)
+        } else {
+            // SAFETY: AT_RANDOM points to 16 bytes the kernel placed on the
+            // initial stack, readable for the life of the process.
+            unsafe { (at.read_unaligned(), at.add(1).read_unaligned()) }
+        };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let local = 0u8;
+        let stack = ptr::from_ref(&local) as u64;
+        w = mix64(a ^ mix64(b ^ mix64(stack ^ (ts.tv_nsec as u64) ^ (ts.tv_sec as u64) << 32)))
+            as usize;
+    }
+    if w == 0 { 0x9E37_79B9_7F4A_7C15 } else { w }
+}
+
+/// The splitmix64 finaliser.
+const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The bits no decoded link may have: the low three (objects are 8-byte
+/// aligned) and those from 48 up (the page map covers 48-bit addresses and
+/// the heap never hands out others). One test, as cheap as the alignment
+/// test alone.
+#[cfg(feature = "hardened")]
+const NOT_A_LINK: usize = !((1usize << 48) - 1) | 7;
+
+/// The secret of the free-list links.
+#[cfg(feature = "hardened")]
+static LINK_SECRET: LazyKey = LazyKey::new();
+
+/// The key of a link stored at `at`: the secret, mixed with the page of
+/// `at` (an odd multiplier spreads neighbouring pages over all 64 bits).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+fn link_key(at: *mut u8) -> usize {
+    const MIX: usize = 0x9E37_79B9_7F4A_7C15;
+    LINK_SECRET.get() ^ ((at as usize) >> mheap::PAGE_SHIFT).wrapping_mul(MIX)
+}
+
+/// Aborts: a link decoded to something that is not a free object.
+#[cfg(feature = "hardened")]
+#[cold]
+#[inline(never)]
+pub fn corrupt_link() -> ! {
+    mheap::fatal(CORRUPT_LINK)
+}
+
+/// Checks a link just read from an object of the span `start..end` (the
+/// thread cache's pop): null (the end of the list) or inside the span, else
+/// aborts with [`CORRUPT_LINK`].
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub fn check_link_in(next: *mut u8, start: usize, end: usize) {
+    if (next as usize).wrapping_sub(start) >= end - start && !next.is_null() {
+        corrupt_link();
+    }
 }
