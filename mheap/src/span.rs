@@ -99,6 +99,12 @@ pub struct SpanObjects {
     /// Written only by that cache (on taking and giving up the span), read
     /// by any thread to ask "is this span mine?": a thread only ever sees
     /// its own id there if it wrote it itself.
+    ///
+    /// A large span (class 0) has no owning cache and the object tiers never
+    /// read this word of one; `gomalloc`'s large-object checks keep the
+    /// object's requested size there, marked with the top bit, which no
+    /// cache id has (see `gomalloc/src/hardened.rs`). [`reset`](Self::reset)
+    /// clears it when the record next serves a small span.
     pub owner: crate::sync::AtomicUsize,
     /// Next span in the central list that holds this one.
     pub next: crate::sync::UnsafeCell<*mut Span>,

@@ -11,12 +11,18 @@
 //!   die of `SIGABRT` with `gomalloc: fatal: ... invalid pointer` on stderr.
 //! - `maps.cpp`, `python3`, `sqlite3`, `git`: the same output with and
 //!   without `LD_PRELOAD`.
+//! - `hardened.c` (only with this package's `hardened` feature, which
+//!   builds the library with it): a double free (small and large), a write
+//!   past a large block and a poisoned free-list link must each die of
+//!   `SIGABRT` with the check's message; `malloc_usable_size` of a large
+//!   block is its requested size.
 //!
 //! The library is this package's cdylib, `target/<profile>/libgomalloc.so`,
 //! with the profile and target directory read from the test executable's
 //! own path. Cargo does not build a `cdylib`-only library for integration
 //! tests, so the first test to need it runs `cargo build -p gomalloc-capi
-//! --lib` for that profile (quick when it is up to date; it also keeps a stale
+//! --lib` for that profile (with `--features hardened` when this test is
+//! built with it; quick when it is up to date; it also keeps a stale
 //! library from being tested). `GOMALLOC_PRELOAD_LIB=path` skips the build
 //! and tests that library instead. Every program
 //! runs under a time limit, so a deadlock fails the test instead of hanging
@@ -78,6 +84,11 @@ fn find_lib() -> PathBuf {
     build
         .args(["build", "--quiet", "--package", "gomalloc-capi", "--lib"])
         .args(["--profile", profile])
+        .args(if cfg!(feature = "hardened") {
+            &["--features", "hardened"][..]
+        } else {
+            &[]
+        })
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -934,4 +945,80 @@ fn git_same_output() {
             b.get(first)
         );
     }
+}
+
+/// `hardened MODE` (library built with the `hardened` feature) must abort
+/// with `message` after its set-up.
+///
+/// Without gomalloc's background thread: its start, on the first large
+/// free, allocates a block that can take the pages just freed, at the same
+/// address, and a second free of an address that was handed out again is
+/// a valid free of the new block as far as any allocator can tell.
+#[cfg(feature = "hardened")]
+fn hardened_abort(mode: &str, message: &str) {
+    let mut cmd = c_program("hardened.c", &[mode]);
+    cmd.env("GOMALLOC_BACKGROUND_THREAD", "0");
+    let r = run(&format!("hardened {mode}"), cmd, Malloc::Gomalloc);
+    assert!(
+        r.stdout.contains("hardened: misusing now"),
+        "the program did not reach its bad operation\n{}",
+        r.describe()
+    );
+    assert!(
+        !r.stdout.contains("survived"),
+        "gomalloc did not stop the misuse\n{}",
+        r.describe()
+    );
+    assert_eq!(
+        r.status.signal(),
+        Some(libc::SIGABRT),
+        "expected death by SIGABRT\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("gomalloc: fatal:") && r.stderr.contains(message),
+        "stderr lacks \"gomalloc: fatal:\" / {message:?}\n{}",
+        r.describe()
+    );
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_double_free() {
+    hardened_abort("double_free", "double free");
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_double_free_large() {
+    hardened_abort("double_free_large", "double free");
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_large_overflow() {
+    hardened_abort("large_overflow", "heap overflow past a large object");
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_corrupt_link() {
+    hardened_abort("corrupt_link", "corrupted free list");
+}
+
+#[cfg(feature = "hardened")]
+#[test]
+fn hardened_usable_size_is_the_requested_size() {
+    let r = run(
+        "hardened usable",
+        c_program("hardened.c", &["usable"]),
+        Malloc::Gomalloc,
+    );
+    r.assert_ok();
+    assert_eq!(
+        r.stdout,
+        "hardened: usable\nhardened: usable ok\n",
+        "{}",
+        r.describe()
+    );
 }
