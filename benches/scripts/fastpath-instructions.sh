@@ -14,15 +14,22 @@
 # allocator) and nothing of start-up.
 #
 # usage: benches/scripts/fastpath-instructions.sh [SIZE...]   (default 16 64 256 1024)
-# Needs valgrind and gcc.
+# Needs valgrind and gcc. HARDENED=1 measures gomalloc built with its
+# `hardened` feature (into target/hardened; the other allocators as usual).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(16 64 256 1024)
 N=50000
 lib=/usr/lib/x86_64-linux-gnu
-cargo build -q --release -p gomalloc-capi
-cargo build -q --release -p gomalloc-benches --example fastpath
+target=target
+build=()
+if [ "${HARDENED:-0}" = 1 ]; then
+  target=target/hardened
+  build=(--features hardened --target-dir "$target")
+fi
+cargo build -q --release -p gomalloc-capi "${build[@]}"
+cargo build -q --release -p gomalloc-benches --example fastpath "${build[@]}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/fastpath-c" benches/c/fastpath.c
@@ -45,12 +52,12 @@ printf '%-6s %-10s' path allocator; printf ' %8s' "${sizes[@]}"; echo
 for a in gomalloc mimalloc jemalloc system; do
   printf '%-6s %-10s' rust "$a"
   for s in "${sizes[@]}"; do
-    printf ' %8s' "$(per_pair '*fastpath::pairs*' target/release/examples/fastpath "$a" "$s")"
+    printf ' %8s' "$(per_pair '*fastpath::pairs*' "$target"/release/examples/fastpath "$a" "$s")"
   done
   echo
 done
 declare -A PRELOAD=(
-  [gomalloc]="$PWD/target/release/libgomalloc.so"
+  [gomalloc]="$PWD/$target/release/libgomalloc.so"
   [mimalloc]="$lib/libmimalloc.so.2"
   [jemalloc]="$lib/libjemalloc.so.2"
   [tcmalloc]="$lib/libtcmalloc_minimal.so.4"
