@@ -250,9 +250,10 @@ fn futex_wake_one(word: &core::sync::atomic::AtomicU32) {
 
 /// Sleeps while `*word == expected`, for at most `timeout_ns` nanoseconds
 /// (spurious and early wake-ups are allowed: callers re-check). For the
-/// scavenger's background thread (`MHeap::wait_for_scavenge_work`).
+/// scavenger's background threads (`MHeap::wait_for_scavenge_work`, and
+/// gomalloc's thread while it is switched off). Never allocates.
 #[cfg(target_os = "linux")]
-pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+pub fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
     let timeout = libc::timespec {
         tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
@@ -272,7 +273,7 @@ pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32
 
 /// Wakes every thread sleeping in [`futex_wait_for`] on `word`.
 #[cfg(target_os = "linux")]
-pub(crate) fn futex_wake_all(word: &core::sync::atomic::AtomicU32) {
+pub fn futex_wake_all(word: &core::sync::atomic::AtomicU32) {
     // SAFETY: as in `futex_wake_one`.
     unsafe {
         libc::syscall(
@@ -285,7 +286,7 @@ pub(crate) fn futex_wake_all(word: &core::sync::atomic::AtomicU32) {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+pub fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
     // No futex: poll, in slices short enough to notice a wake-up soon.
     if word.load(core::sync::atomic::Ordering::Relaxed) == expected {
         std::thread::sleep(std::time::Duration::from_nanos(timeout_ns.min(10_000_000)));
@@ -293,7 +294,7 @@ pub(crate) fn futex_wait_for(word: &core::sync::atomic::AtomicU32, expected: u32
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wake_all(_word: &core::sync::atomic::AtomicU32) {}
+pub fn futex_wake_all(_word: &core::sync::atomic::AtomicU32) {}
 
 #[cfg(not(target_os = "linux"))]
 fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {

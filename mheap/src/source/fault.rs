@@ -68,7 +68,7 @@ pub struct FaultInjecting<S: PageSource> {
 impl<S: PageSource> FaultInjecting<S> {
     /// Wraps `inner`, failing the requests `plan` names. `release` never
     /// fails until [`set_release_faults`](Self::set_release_faults).
-    pub fn new(inner: S, plan: FaultPlan) -> Self {
+    pub const fn new(inner: S, plan: FaultPlan) -> Self {
         Self {
             inner,
             plan,
