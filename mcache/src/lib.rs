@@ -142,6 +142,15 @@ pub const MAX_FULL: usize = 16;
 /// it gives them back (it always keeps one).
 pub const MAX_EMPTY_BYTES: usize = 128 << 10;
 
+/// Bytes of owned spans other than the current ones (full and partial,
+/// over all classes) a cache keeps before it gives full spans of the class
+/// it is filing one of back to the central list, and wholly free spans
+/// back to the heap. [`MAX_FULL`] and [`MAX_EMPTY_BYTES`] bound each class;
+/// this bounds their sum, which a thread that used every class would
+/// otherwise hold (up to 85 × 16 spans) while it no longer allocates, and
+/// never trims (see "Bounds, and trimming" in the crate docs).
+pub const MAX_OWNED_BYTES: usize = 4 << 20;
+
 /// Bytes of objects of other spans a cache keeps per class (its *stash*,
 /// see [`MCache::free_other`]) before it sends them to their spans.
 pub const STASH_BYTES: usize = 16 << 10;
@@ -266,6 +275,8 @@ struct SpanList {
     head: *mut Span,
     tail: *mut Span,
     len: usize,
+    /// Bytes of the spans on the list.
+    bytes: usize,
 }
 
 impl SpanList {
@@ -274,6 +285,7 @@ impl SpanList {
             head: ptr::null_mut(),
             tail: ptr::null_mut(),
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -296,6 +308,7 @@ impl SpanList {
         }
         self.head = me;
         self.len += 1;
+        self.bytes += s.bytes();
     }
 
     /// # Safety
@@ -319,6 +332,7 @@ impl SpanList {
             o.list.with_mut(|p| *p = 0);
         }
         self.len -= 1;
+        self.bytes -= s.bytes();
     }
 }
 
@@ -541,6 +555,9 @@ impl MCache {
         if !p.is_null() {
             // SAFETY: `p` heads the free list of a span this cache owns.
             slot.free = unsafe { next_of(p) };
+            // Hardened: the next object must lie in the same span.
+            #[cfg(feature = "hardened")]
+            mcentral::objects::check_link_in(slot.free, slot.start, slot.end);
             bump(&slot.allocs);
             return p;
         }
@@ -697,9 +714,12 @@ impl MCache {
         slot.clear_current();
         // SAFETY: we own the span; it is on no list.
         unsafe { slot.full.push_front(span, ON_FULL) };
-        if slot.full.len > MAX_FULL {
+        let mut over = self.owned_bytes().saturating_sub(MAX_OWNED_BYTES);
+        let slot = &mut self.slots[class];
+        while slot.full.len > MAX_FULL || (over > 0 && !slot.full.tail.is_null()) {
             // SAFETY: the tail is a full span we own.
             let oldest = unsafe { &*slot.full.tail };
+            over = over.saturating_sub(oldest.bytes());
             // SAFETY: as above.
             unsafe { slot.full.remove(oldest) };
             oldest.objects.owner.store(0, Relaxed);
@@ -708,11 +728,22 @@ impl MCache {
         }
     }
 
+    /// Bytes of the owned spans other than the current ones (see
+    /// [`MAX_OWNED_BYTES`]). Sums every class's two lists: for slow paths.
+    fn owned_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.partial.bytes + s.full.bytes)
+            .sum()
+    }
+
     #[inline(always)]
     fn pop_from(&mut self, class: usize, list: *mut u8) -> *mut u8 {
         let slot = &mut self.slots[class];
         // SAFETY: `list` is a non-empty list of free objects of our span.
         slot.free = unsafe { next_of(list) };
+        #[cfg(feature = "hardened")]
+        mcentral::objects::check_link_in(slot.free, slot.start, slot.end);
         bump(&slot.allocs);
         list
     }
@@ -955,9 +986,11 @@ impl MCache {
         if unsafe { wholly_free(span) } {
             // Keep it for re-use within the bound (and always one, so that a
             // class whose spans exceed the bound does not churn the heap).
-            if slot.empty_bytes == 0 || slot.empty_bytes + span.bytes() <= MAX_EMPTY_BYTES {
-                slot.empty_bytes += span.bytes();
+            let keep = slot.empty_bytes == 0 || slot.empty_bytes + span.bytes() <= MAX_EMPTY_BYTES;
+            if keep && self.owned_bytes() <= MAX_OWNED_BYTES {
+                self.slots[class].empty_bytes += span.bytes();
             } else {
+                let slot = &mut self.slots[class];
                 // SAFETY: the span is on our partial list; we give it up
                 // with its list (all its objects).
                 unsafe {
@@ -1125,5 +1158,27 @@ impl MCache {
     pub fn owned_spans(&self, class: usize) -> (usize, usize) {
         let s = &self.slots[class];
         (s.partial.len, s.full.len)
+    }
+
+    /// Free objects of `class` this cache holds outside any span's own
+    /// list: the current span's free list and the stash. Their spans count
+    /// them as allocated; a heap walk subtracts them (gomalloc's
+    /// `stats_by_walk`). Walks the lists: O(objects).
+    ///
+    /// # Safety
+    ///
+    /// The thread using this cache is not running it meanwhile (the
+    /// caller's own cache, or one whose thread is stopped or waiting).
+    pub unsafe fn held_free(&self, class: usize) -> usize {
+        let s = &self.slots[class];
+        let mut n = s.stash_len as usize;
+        let mut p = s.free;
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: `p` is on the current span's free list, which nobody
+            // changes meanwhile (caller).
+            p = unsafe { next_of(p) };
+        }
+        n
     }
 }
