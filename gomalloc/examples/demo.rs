@@ -68,7 +68,7 @@ fn main() {
         mib(s.heap.metadata)
     );
     println!("  busiest size classes:");
-    let mut classes: Vec<_> = s.classes.iter().filter(|c| c.allocs > 0).collect();
+    let mut classes: Vec<_> = s.by_size.iter().filter(|c| c.allocs > 0).collect();
     classes.sort_by_key(|c| std::cmp::Reverse(c.allocs));
     println!(
         "  {:>8} {:>12} {:>12} {:>8} {:>6}",

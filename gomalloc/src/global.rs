@@ -1,26 +1,48 @@
 //! `GoMalloc`, the `GlobalAlloc`: the allocation and free paths of the map
 //! in the crate docs, and large objects.
 
+use crate::scavenger::{HeapSource, safe_point, tick, want_thread};
 use crate::thread::{current, current_or_make, with_orphan};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use mcentral::Centrals;
-use mheap::{HeapConfig, MHeap, OsPageSource, PAGE_SHIFT, PAGE_SIZE, ReleaseAdvice, fatal};
+use mheap::{
+    FaultInjecting, FaultPlan, HeapConfig, MHeap, OsPageSource, PAGE_SHIFT, PAGE_SIZE,
+    ReleaseAdvice,
+};
 use sizeclass::{MAX_SMALL_SIZE, SIZE_CLASSES};
 
 /// The page heap of the process.
-pub(crate) static HEAP: MHeap<OsPageSource> = MHeap::new(
-    OsPageSource::new(ReleaseAdvice::DontNeed),
+///
+/// The OS page source sits behind a [`FaultInjecting`] adapter whose plan is
+/// `Never` unless a test sets one ([`inject_os_faults`]): it costs a compare
+/// on each arena reservation, nothing on any allocation path.
+pub(crate) static HEAP: MHeap<FaultInjecting<OsPageSource>> = MHeap::new(
+    FaultInjecting::new(OsPageSource::new(ReleaseAdvice::DontNeed), FaultPlan::Never),
     HeapConfig::DEFAULT,
 );
 
-/// The central lists of the process, over the page heap.
-pub(crate) static CENTRAL: Centrals<&MHeap<OsPageSource>> = Centrals::new(&HEAP);
+/// Makes the OS page source under the heap fail the requests `plan` names
+/// (`FaultPlan::Never` heals it), so that tests reach gomalloc's
+/// out-of-memory paths: every allocation that needs memory the heap does
+/// not hold then returns null. For tests only.
+#[doc(hidden)]
+pub fn inject_os_faults(plan: FaultPlan) {
+    HEAP.with_source(|s| s.set_plan(plan));
+}
+
+/// The central lists of the process, over the page heap (through
+/// [`HeapSource`], which drives the scavenger on the way).
+pub(crate) static CENTRAL: Centrals<HeapSource> = Centrals::new(HeapSource);
 
 /// Large-object counters (small objects are counted by the caches).
 pub(crate) static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of large spans handed out, ever (growth in place included).
+pub(crate) static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of large spans live now.
+pub(crate) static LARGE_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The gomalloc global allocator. Put it behind `#[global_allocator]`:
 ///
@@ -98,6 +120,9 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 /// start, so a class serves an alignment that divides its size.
 #[inline(always)]
 fn small_class(size: usize, align: usize) -> Option<usize> {
+    // Hardened: every object has a second word, for its double-free tag.
+    #[cfg(feature = "hardened")]
+    let size = size.max(crate::hardened::MIN_SMALL_SIZE);
     // The common case first: one compare pair and one table load.
     if size <= 1024 && align <= 8 {
         return Some(SIZE_CLASSES.class_of_upto_1k(size));
@@ -147,10 +172,16 @@ fn with_cache<R>(f: impl FnOnce(&mut mcache::MCache) -> R) -> R {
 /// Allocates an object of `class` for the calling thread.
 #[inline(always)]
 pub(crate) fn alloc_small(class: usize) -> *mut u8 {
-    match current() {
+    let p = match current() {
         Some(cache) => cache.alloc(class, &CENTRAL),
         None => alloc_small_slow(class),
-    }
+    };
+    #[cfg(feature = "hardened")]
+    // SAFETY: `p` is null or an object of `class` just handed out.
+    unsafe {
+        crate::hardened::on_alloc_small(p)
+    };
+    p
 }
 
 #[cold]
@@ -166,6 +197,7 @@ fn alloc_small_slow(class: usize) -> *mut u8 {
 /// `ptr` was allocated by gomalloc with a layout of class `class` and is not
 /// used afterwards.
 #[inline(always)]
+#[cfg_attr(feature = "hardened", allow(dead_code))] // hardened: `free_small_in`
 pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
     if let Some(cache) = current() {
         // SAFETY: caller's contract.
@@ -188,10 +220,12 @@ pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
 ///
 /// As for `free_small`.
 #[inline(never)]
+#[cfg_attr(feature = "hardened", allow(dead_code))]
 unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, class: usize, ptr: *mut u8) {
     // SAFETY: `ptr` is a live object of `class` gomalloc handed out
     // (GlobalAlloc's contract).
-    unsafe { cache.free_other(class, ptr, &CENTRAL) }
+    unsafe { cache.free_other(class, ptr, &CENTRAL) };
+    safe_point();
 }
 
 /// Frees `ptr`, an object of `span` of class `class` whose span the caller
@@ -204,13 +238,21 @@ unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, class: usize, ptr: *mu
 /// afterwards.
 #[inline(always)]
 pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u8) {
+    #[cfg(feature = "hardened")]
+    // SAFETY: `ptr` starts an object of the live span `span` (caller), of
+    // 16 bytes or more under the feature.
+    unsafe {
+        crate::hardened::on_free_small(ptr)
+    };
     if let Some(cache) = current() {
         // SAFETY: caller's contract.
         unsafe {
-            if !cache.free_local(class, ptr) {
-                cache.free_other_in(class, span, ptr, &CENTRAL);
+            if cache.free_local(class, ptr) {
+                return;
             }
+            cache.free_other_in(class, span, ptr, &CENTRAL);
         }
+        safe_point();
         return;
     }
     // SAFETY: caller's contract.
@@ -226,7 +268,7 @@ pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u
 #[inline(never)]
 unsafe fn free_small_orphan(ptr: *mut u8) {
     let Some(span) = HEAP.span_of(ptr as usize) else {
-        fatal("free of a pointer gomalloc does not own");
+        crate::hardened::bad_free(ptr, None);
     };
     match current_or_make() {
         // SAFETY: `ptr` is an allocated object of `span` (caller).
@@ -273,16 +315,32 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size > max_large() {
         return ptr::null_mut();
     }
-    let Some(npages) = size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
+    // Room for the canary after `size` when the large-object checks are on.
+    let Some(npages) = size
+        .max(1)
+        .checked_add(crate::hardened::large_extra())
+        .and_then(|n| n.checked_next_multiple_of(PAGE_SIZE))
+    else {
         return ptr::null_mut();
     };
-    match HEAP.alloc_pages(npages >> PAGE_SHIFT, align) {
+    crate::options::ensure_for_alloc();
+    safe_point();
+    let r = HEAP.alloc_pages(npages >> PAGE_SHIFT, align);
+    tick();
+    match r {
         Ok(a) => {
             LARGE_ALLOCS.fetch_add(1, Relaxed);
+            LARGE_BYTES.fetch_add(a.span.bytes() as u64, Relaxed);
+            LARGE_LIVE_BYTES.fetch_add(a.span.bytes() as u64, Relaxed);
             let p = a.span.start() as *mut u8;
             if zero && !a.zeroed {
                 // SAFETY: the span is ours and at least `size` bytes long.
                 unsafe { p.write_bytes(0, size) };
+            }
+            if crate::hardened::large_checks() {
+                // SAFETY: the span is ours and holds `size` bytes and the
+                // canary's (`large_extra` above).
+                unsafe { crate::hardened::arm_large(a.span, p, size) };
             }
             p
         }
@@ -290,19 +348,31 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
 }
 
-/// Frees a large object.
+/// Frees a large object of `size` bytes (its layout's).
 ///
 /// # Safety
 ///
 /// `ptr` came from `alloc_large` and is not used afterwards.
 #[cold]
-unsafe fn free_large(ptr: *mut u8) {
-    let span = match HEAP.span_of(ptr as usize) {
-        Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
-        _ => fatal("free of a pointer gomalloc does not own"),
-    };
+unsafe fn free_large(ptr: *mut u8, size: usize) {
+    let span = large_span_of(ptr);
+    if crate::hardened::large_checks() {
+        // SAFETY: `span` is the live large span starting at `ptr`.
+        unsafe { crate::hardened::check_large(span, ptr, Some(size)) };
+    }
     // SAFETY: the span holds exactly this object, which the caller gives up.
     unsafe { free_large_span(span) };
+}
+
+/// The span of the large object `ptr` that a `dealloc` or `realloc` with a
+/// large layout passes; aborts with the message that says what is wrong
+/// when `ptr` is not the start of a live large object.
+#[inline]
+fn large_span_of(ptr: *mut u8) -> &'static mheap::Span {
+    match HEAP.span_of(ptr as usize) {
+        Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
+        _ => crate::hardened::bad_free(ptr, Some(0)),
+    }
 }
 
 /// Gives a large object's span back to the heap.
@@ -311,9 +381,39 @@ unsafe fn free_large(ptr: *mut u8) {
 ///
 /// `span` is the live span of one large object, not used afterwards.
 pub(crate) unsafe fn free_large_span(span: &mheap::Span) {
+    if crate::hardened::large_checks() {
+        crate::hardened::disarm(span);
+    }
     LARGE_FREES.fetch_add(1, Relaxed);
+    LARGE_LIVE_BYTES.fetch_sub(span.bytes() as u64, Relaxed);
     // SAFETY: caller's contract.
     unsafe { HEAP.free_span(span) };
+    want_thread();
+    tick();
+    safe_point();
+}
+
+/// Resizes a large object's span in place to `pages` pages, keeping the
+/// byte counters; returns whether it did.
+///
+/// # Safety
+///
+/// `span` is the live span of one large object, which the caller owns
+/// exclusively during the call.
+pub(crate) unsafe fn resize_large(span: &mheap::Span, pages: usize) -> bool {
+    let old = span.bytes() as u64;
+    // SAFETY: caller's contract.
+    if !unsafe { HEAP.resize_in_place(span, pages) } {
+        return false;
+    }
+    let new = span.bytes() as u64;
+    if new >= old {
+        LARGE_BYTES.fetch_add(new - old, Relaxed);
+        LARGE_LIVE_BYTES.fetch_add(new - old, Relaxed);
+    } else {
+        LARGE_LIVE_BYTES.fetch_sub(old - new, Relaxed);
+    }
+    true
 }
 
 // SAFETY: every returned block is at least `layout.size()` bytes, aligned to
@@ -333,10 +433,21 @@ unsafe impl GlobalAlloc for GoMalloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match route(layout.size(), layout.align()) {
+            // Hardened: the pointer checked as the C path checks it (an
+            // object start, of the layout's class), and no second page-map
+            // walk after.
+            #[cfg(feature = "hardened")]
+            Route::Small(class) => {
+                let span = crate::hardened::small_span(ptr, class);
+                // SAFETY: `ptr` starts an object of `span`, of `class`,
+                // which the caller gives up.
+                unsafe { free_small_in(span, class, ptr) }
+            }
             // SAFETY: `ptr` was allocated with this layout (GlobalAlloc).
+            #[cfg(not(feature = "hardened"))]
             Route::Small(class) => unsafe { free_small(ptr, class) },
             // SAFETY: as above.
-            Route::Large => unsafe { free_large(ptr) },
+            Route::Large => unsafe { free_large(ptr, layout.size()) },
         }
     }
 
@@ -352,6 +463,12 @@ unsafe impl GlobalAlloc for GoMalloc {
                     // SAFETY: the object is at least `layout.size()` bytes.
                     unsafe { p.write_bytes(0, layout.size()) };
                 }
+                #[cfg(feature = "hardened")]
+                // SAFETY: `p` is null or an object of `class` just handed
+                // out.
+                unsafe {
+                    crate::hardened::on_alloc_small(p)
+                };
                 p
             }
         }
@@ -359,22 +476,47 @@ unsafe impl GlobalAlloc for GoMalloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
+        // The old block's span when it is large (looked up once, checked).
+        let mut old_large = None;
         match (route(layout.size(), align), route(new_size, align)) {
-            (Route::Small(a), Route::Small(b)) if a == b => return ptr,
-            (Route::Large, Route::Large) => {
-                let span = match HEAP.span_of(ptr as usize) {
-                    Some(s) if s.size_class() == 0 && s.start() == ptr as usize => s,
-                    _ => fatal("realloc of a pointer gomalloc does not own"),
-                };
-                let Some(bytes) = new_size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
-                    return ptr::null_mut();
-                };
-                // SAFETY: a live large span of ours; the caller owns it
-                // exclusively for this call.
-                if unsafe { HEAP.resize_in_place(span, bytes >> PAGE_SHIFT) } {
-                    return ptr;
-                }
+            (Route::Small(a), Route::Small(b)) if a == b => {
+                #[cfg(feature = "hardened")]
+                crate::hardened::small_span(ptr, a);
+                return ptr;
             }
+            (Route::Large, new) => {
+                let span = large_span_of(ptr);
+                if crate::hardened::large_checks() {
+                    // SAFETY: the live large span starting at `ptr`.
+                    unsafe { crate::hardened::check_large(span, ptr, Some(layout.size())) };
+                }
+                if new == Route::Large {
+                    let Some(bytes) = new_size
+                        .max(1)
+                        .checked_add(crate::hardened::large_extra())
+                        .and_then(|n| n.checked_next_multiple_of(PAGE_SIZE))
+                    else {
+                        return ptr::null_mut();
+                    };
+                    // SAFETY: a live large span of ours; the caller owns it
+                    // exclusively for this call.
+                    if unsafe { resize_large(span, bytes >> PAGE_SHIFT) } {
+                        if crate::hardened::large_checks() {
+                            // SAFETY: the span holds `new_size` bytes and
+                            // the canary's now.
+                            unsafe { crate::hardened::arm_large(span, ptr, new_size) };
+                        }
+                        return ptr;
+                    }
+                }
+                old_large = Some(span);
+            }
+            // Hardened: check the old pointer before anything is copied.
+            #[cfg(feature = "hardened")]
+            (Route::Small(a), _) => {
+                crate::hardened::small_span(ptr, a);
+            }
+            #[cfg(not(feature = "hardened"))]
             _ => {}
         }
         // SAFETY: `new_size` with the old alignment is a valid layout
@@ -388,13 +530,21 @@ unsafe impl GlobalAlloc for GoMalloc {
             // are distinct allocations, so they do not overlap. A large old
             // block is a whole span of ours, as is a large new one.
             unsafe {
-                if !(len >= MOVE_MIN_BYTES
-                    && matches!(route(layout.size(), align), Route::Large)
-                    && move_pages(ptr, fresh, len))
-                {
+                if len >= MOVE_MIN_BYTES && old_large.is_some() && move_pages(ptr, fresh, len) {
+                    // The move replaced whole pages of `fresh`, its canary's
+                    // maybe (`fresh` is large: `new_size >= len`).
+                    if crate::hardened::large_checks() {
+                        crate::hardened::write_canary(fresh, new_size);
+                    }
+                } else {
                     ptr::copy_nonoverlapping(ptr, fresh, len);
                 }
-                self.dealloc(ptr, layout);
+                // The old block was checked above (a moved one's pages read
+                // as zero now, its canary too).
+                match old_large {
+                    Some(span) => free_large_span(span),
+                    None => self.dealloc(ptr, layout),
+                }
             }
         }
         fresh
@@ -435,6 +585,11 @@ mod tests {
                 assert!((0..old.size()).step_by(4096).all(|i| *src.add(i) == 0));
             } else {
                 eprintln!("mremap(MREMAP_DONTUNMAP) refused here: realloc copies");
+            }
+            // The raw move carried `src`'s bytes over both canaries.
+            if crate::hardened::large_checks() {
+                crate::hardened::write_canary(src, old.size());
+                crate::hardened::write_canary(dst, old.size());
             }
             a.dealloc(src, old);
             a.dealloc(dst, old);

@@ -94,7 +94,7 @@ use sizeclass::SIZE_CLASSES;
 /// feature: the cheap runtime option.
 #[inline(always)]
 pub(crate) fn runtime_enabled() -> bool {
-    false // TODO(lead): GOMALLOC_HARDENED option
+    crate::options::HARDENED.load(Relaxed)
 }
 
 /// Whether large objects get canaries and checked frees: always with the

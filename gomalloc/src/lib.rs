@@ -75,6 +75,18 @@
 //! was handed back goes through one shared cache behind a lock. No lock on
 //! any of these paths allocates (`mheap::sync::RawLock`).
 //!
+//! ## Hardening (feature `hardened`)
+//!
+//! Checks against heap misuse, each aborting with a message that names it:
+//! free-list links stored encoded with a per-process secret and checked on
+//! every pop (`mcentral::objects`), double-free tags on small objects (8-byte
+//! requests take 16 bytes, for the tag's word), the C path's checks of the
+//! freed pointer on the Rust `dealloc`/`realloc` too (object start, and the
+//! layout's class), and canaries after large objects, checked at free and
+//! realloc. The large-object checks can also be switched on at run time in
+//! a build without the feature. The threat each check addresses and its
+//! cost are in `src/hardened.rs`.
+//!
 //! ## Rules kept everywhere
 //!
 //! Nothing here calls the global allocator; nothing panics or unwinds out of
@@ -84,9 +96,21 @@
 #![warn(unsafe_op_in_unsafe_fn, missing_docs)]
 
 mod global;
+mod hardened;
+mod options;
+mod print;
 pub mod raw;
+mod scavenger;
 mod stats;
 mod thread;
+mod walk;
 
 pub use global::GoMalloc;
-pub use stats::{ClassStats, Stats, stats};
+#[doc(hidden)]
+pub use global::inject_os_faults;
+#[doc(hidden)]
+pub use mheap::FaultPlan;
+pub use options::{Options, OptionsError, options, set_options};
+pub use scavenger::{background_thread_running, release_memory};
+pub use stats::{ClassStats, Stats, print_stats, stats};
+pub use walk::{HeapWalk, stats_by_walk};

@@ -10,10 +10,10 @@
 
 use crate::global::{
     CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_small_in, move_pages,
-    route,
+    resize_large, route,
 };
 use core::ptr;
-use mheap::{PAGE_SIZE, Span, fatal};
+use mheap::{PAGE_SIZE, Span};
 use sizeclass::SIZE_CLASSES;
 
 /// The alignment C's `malloc` guarantees on x86-64 and AArch64 for blocks
@@ -50,6 +50,9 @@ pub fn malloc(size: usize, align: usize) -> *mut u8 {
 pub fn malloc_c(size: usize) -> *mut u8 {
     if size <= 1024 {
         let s = if size <= 8 { size } else { (size + 15) & !15 };
+        // Hardened: every object has a second word (see `global::route`).
+        #[cfg(feature = "hardened")]
+        let s = s.max(crate::hardened::MIN_SMALL_SIZE);
         return alloc_small(SIZE_CLASSES.class_of_upto_1k(s));
     }
     malloc(size, 8)
@@ -64,7 +67,7 @@ fn owned_span(ptr: *mut u8) -> (&'static Span, usize) {
     // An entry to an in-use span is the span holding `addr` (the page map
     // keeps no stale entries; see `span_of_mapped`).
     let Some(span) = HEAP.span_of_mapped(addr) else {
-        bad_pointer();
+        bad_pointer(ptr);
     };
     let off = addr - span.start();
     let class = span.size_class() as usize;
@@ -76,14 +79,16 @@ fn owned_span(ptr: *mut u8) -> (&'static Span, usize) {
         SIZE_CLASSES.object_index(class, off) * SIZE_CLASSES.size_of_class(class)
     };
     if start != off {
-        bad_pointer();
+        bad_pointer(ptr);
     }
     (span, class)
 }
 
+/// Aborts with the message that says what is wrong with `ptr` (not ours,
+/// inside a block, or in pages that are free: a double free).
 #[cold]
-fn bad_pointer() -> ! {
-    fatal("invalid pointer passed to free/realloc: not a block gomalloc allocated")
+fn bad_pointer(ptr: *mut u8) -> ! {
+    crate::hardened::bad_free(ptr, None)
 }
 
 /// `free(ptr)`: null is ignored; a pointer gomalloc does not own aborts.
@@ -99,6 +104,10 @@ pub unsafe fn free(ptr: *mut u8) {
     }
     let (span, class) = owned_span(ptr);
     if class == 0 {
+        if crate::hardened::large_checks() {
+            // SAFETY: the live large span starting at `ptr`.
+            unsafe { crate::hardened::check_large(span, ptr, None) };
+        }
         // SAFETY: the span holds exactly this large object.
         unsafe { free_large_span(span) };
     } else {
@@ -116,7 +125,12 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    owned_span(ptr).0.elem_size()
+    let (span, class) = owned_span(ptr);
+    if class == 0 && crate::hardened::large_checks() {
+        // The canary follows the requested size.
+        return crate::hardened::large_usable(span);
+    }
+    span.elem_size()
 }
 
 /// `realloc(ptr, size)` as glibc does it: null `ptr` is `malloc(size)`;
@@ -137,15 +151,27 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let (span, class) = owned_span(ptr);
-    let old = span.elem_size();
+    let mut old = span.elem_size();
+    if class == 0 && crate::hardened::large_checks() {
+        // SAFETY: the live large span starting at `ptr`.
+        unsafe { crate::hardened::check_large(span, ptr, None) };
+        old = crate::hardened::large_usable(span);
+    }
     let align = c_align(size, 8);
     match route(size, align) {
         Route::Small(c) if c == class => return ptr,
         Route::Large if class == 0 => {
-            let pages = size.div_ceil(PAGE_SIZE);
+            // Room for the canary when the large-object checks are on.
+            let pages = size
+                .saturating_add(crate::hardened::large_extra())
+                .div_ceil(PAGE_SIZE);
             // SAFETY: a live large span of ours; C callers own the block
             // exclusively during realloc.
-            if pages == span.npages() || unsafe { HEAP.resize_in_place(span, pages) } {
+            if pages == span.npages() || unsafe { resize_large(span, pages) } {
+                if crate::hardened::large_checks() {
+                    // SAFETY: the span holds `size` bytes and the canary's.
+                    unsafe { crate::hardened::arm_large(span, ptr, size) };
+                }
                 return ptr;
             }
         }
@@ -158,19 +184,31 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         // class-0 block is a whole large span, and so is one of
         // `MOVE_MIN_BYTES` or more.
         unsafe {
-            if !(class == 0 && len >= MOVE_MIN_BYTES && move_pages(ptr, fresh, len)) {
+            if class == 0 && len >= MOVE_MIN_BYTES && move_pages(ptr, fresh, len) {
+                // The move replaced whole pages of `fresh` (large), its
+                // canary's maybe.
+                if crate::hardened::large_checks() {
+                    crate::hardened::write_canary(fresh, size);
+                }
+            } else {
                 ptr::copy_nonoverlapping(ptr, fresh, len);
             }
-            free(ptr);
+            // `ptr` was checked above (a moved block's pages, canary
+            // included, read as zero now).
+            if class == 0 {
+                free_large_span(span);
+            } else {
+                free_small_in(span, class, ptr);
+            }
         }
     }
     fresh
 }
 
-/// Gives every free page back to the OS; returns whether anything was.
-/// Releases in bounded steps, dropping the heap lock between them.
+/// `malloc_trim`: gives back to the OS all the memory gomalloc holds free
+/// ([`crate::release_memory`]); returns whether anything was released.
 pub fn trim() -> bool {
-    HEAP.release_all() > 0
+    crate::release_memory() > 0
 }
 
 /// Takes every allocator lock, in the one fixed order (shared cache,

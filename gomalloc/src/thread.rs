@@ -141,6 +141,7 @@ pub(crate) fn current_or_make() -> Option<&'static mut MCache> {
         MAKING | DEAD => return None,
         _ => return current(),
     }
+    crate::options::ensure_for_alloc();
     slot::set(MAKING);
     let rec = match Registry::take() {
         Some(r) => r,
@@ -156,6 +157,7 @@ pub(crate) fn current_or_make() -> Option<&'static mut MCache> {
     // is a Rust global allocator.
     unsafe { libc::pthread_setspecific(key, rec.cast()) };
     slot::set(rec as usize);
+    crate::scavenger::safe_point();
     current()
 }
 
@@ -180,6 +182,10 @@ struct Registry {
     /// Unused memory of the last span taken for records.
     carve: usize,
     carve_end: usize,
+    /// Records owned by a live thread.
+    live: usize,
+    /// Bytes of the spans taken for records.
+    span_bytes: usize,
 }
 
 // SAFETY: the registry points to records in heap spans, not tied to any
@@ -191,10 +197,12 @@ static REGISTRY: LeafMutex<Registry> = LeafMutex::new(Registry {
     free: ptr::null_mut(),
     carve: 0,
     carve_end: 0,
+    live: 0,
+    span_bytes: 0,
 });
 
 /// Pages taken from the heap at a time for cache records.
-const RECORD_SPAN_PAGES: usize = 8;
+pub(crate) const RECORD_SPAN_PAGES: usize = 8;
 
 impl Registry {
     /// A record for a new thread: a pooled one, else a new one.
@@ -211,6 +219,7 @@ impl Registry {
                 let span = HEAP.alloc_pages(RECORD_SPAN_PAGES, PAGE_SIZE).ok()?.span;
                 reg.carve = span.start();
                 reg.carve_end = span.end();
+                reg.span_bytes += span.bytes();
             }
             let r = reg.carve as *mut Record;
             reg.carve += size;
@@ -226,6 +235,7 @@ impl Registry {
             reg.all = r;
             r
         };
+        reg.live += 1;
         // SAFETY: `rec` is a valid record no thread owns.
         unsafe { (*rec).live.store(true, Ordering::Relaxed) };
         Some(rec)
@@ -240,7 +250,19 @@ impl Registry {
             (*rec).next_free = reg.free;
         }
         reg.free = rec;
+        reg.live -= 1;
     }
+}
+
+/// Thread caches owned by live threads now.
+pub(crate) fn live_caches() -> usize {
+    REGISTRY.lock().live
+}
+
+/// Bytes of the heap spans that hold cache records (class-0 spans that are
+/// not large objects: a heap walk must leave them out).
+pub(crate) fn record_bytes() -> usize {
+    REGISTRY.lock().span_bytes
 }
 
 /// Calls `f` on every cache record's cache (live or pooled) under the
@@ -331,4 +353,7 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     let cache = unsafe { &mut (*rec).cache };
     cache.flush(&CENTRAL);
     Registry::give(rec);
+    // Spans it gave back as partial may become wholly free later, by other
+    // threads' frees: the sweep will look.
+    crate::scavenger::want_thread();
 }

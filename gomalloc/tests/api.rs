@@ -52,7 +52,10 @@ fn small_class(size: usize, align: usize) -> Option<usize> {
     if align > PAGE_SIZE || size > MAX_SMALL_SIZE {
         return None;
     }
-    let rounded = size.max(1).next_multiple_of(align.max(1));
+    // A `hardened` build serves requests under 16 bytes from the 16-byte
+    // class (every object has a second word, for its double-free tag).
+    let min = if cfg!(feature = "hardened") { 16 } else { 1 };
+    let rounded = size.max(min).next_multiple_of(align.max(1));
     if rounded > MAX_SMALL_SIZE {
         return None;
     }
@@ -414,7 +417,9 @@ fn alloc_zeroed_large_fresh_and_reused() {
         }
     }
     // The dirty tail a shrink gives back, coalesced with whatever is free
-    // after it, must be zeroed when it is handed out zeroed.
+    // after it, must be zeroed when it is handed out zeroed. (Sizes leave
+    // room for the canary a `hardened` build puts after a large object.)
+    let canary = if cfg!(feature = "hardened") { 8 } else { 0 };
     let mut tail_reused = 0;
     for pages in [12usize, 20, 70, 200] {
         let l = layout(pages * PAGE_SIZE, 8);
@@ -424,9 +429,9 @@ fn alloc_zeroed_large_fresh_and_reused() {
         // SAFETY: the whole object.
         unsafe { p.write_bytes(0xDD, l.size()) };
         // SAFETY: live with layout `l`.
-        let q = unsafe { realloc(p, l, 5 * PAGE_SIZE) };
+        let q = unsafe { realloc(p, l, 5 * PAGE_SIZE - canary) };
         assert_eq!(q, p, "large shrink moved");
-        let tail_layout = layout((pages - 5) * PAGE_SIZE, 8);
+        let tail_layout = layout((pages - 5) * PAGE_SIZE - canary, 8);
         // SAFETY: non-zero size.
         let t = unsafe { alloc_zeroed(tail_layout) };
         assert!(!t.is_null());
@@ -441,7 +446,7 @@ fn alloc_zeroed_large_fresh_and_reused() {
         // SAFETY: both live.
         unsafe {
             dealloc(t, tail_layout);
-            dealloc(q, layout(5 * PAGE_SIZE, 8));
+            dealloc(q, layout(5 * PAGE_SIZE - canary, 8));
         }
     }
     // The test means something only if the dirty tail was handed out again.
@@ -580,9 +585,9 @@ fn per_class_counters_grow_by_exactly_k_on_a_fresh_thread() {
         .unwrap();
         let after = quiet_stats();
         let (b, m, a) = (
-            before.classes[class],
-            mid.classes[class],
-            after.classes[class],
+            before.by_size[class],
+            mid.by_size[class],
+            after.by_size[class],
         );
         assert_eq!(b.size, SIZE_CLASSES.size_of_class(class));
         assert_eq!(m.allocs - b.allocs, k, "allocs of class {class} while live");

@@ -54,7 +54,10 @@ fn small_class(size: usize, align: usize) -> Option<usize> {
     if align > PAGE_SIZE || size > MAX_SMALL_SIZE {
         return None;
     }
-    let rounded = size.max(1).next_multiple_of(align);
+    // A `hardened` build serves requests under 16 bytes from the 16-byte
+    // class (every object has a second word, for its double-free tag).
+    let min = if cfg!(feature = "hardened") { 16 } else { 1 };
+    let rounded = size.max(min).next_multiple_of(align);
     if rounded > MAX_SMALL_SIZE {
         return None;
     }
@@ -427,7 +430,7 @@ fn exchange_census() -> [u64; NUM_CLASSES] {
 /// Per class, allocations minus frees ever (index 0: large objects).
 fn live_by_class(s: &gomalloc::Stats) -> [i64; NUM_CLASSES] {
     let mut n = [0i64; NUM_CLASSES];
-    for (c, cs) in s.classes.iter().enumerate().skip(1) {
+    for (c, cs) in s.by_size.iter().enumerate().skip(1) {
         n[c] = cs.allocs as i64 - cs.frees as i64;
     }
     n[0] = s.large_allocs as i64 - s.large_frees as i64;

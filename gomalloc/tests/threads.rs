@@ -521,7 +521,7 @@ fn first_allocation_in_the_last_destructor_round() {
     let class = SIZE_CLASSES.class_of(LAST_ROUND_SIZE);
     let k = last_round_key();
     let out = |s: &gomalloc::Stats| {
-        let c = s.classes[class];
+        let c = s.by_size[class];
         (c.spans_from_heap - c.spans_to_heap) as i64 - (c.partial_spans + c.full_spans) as i64
     };
     let before = gomalloc::stats();
@@ -541,7 +541,7 @@ fn first_allocation_in_the_last_destructor_round() {
         N,
         "destructor rounds"
     );
-    let c = (before.classes[class], after.classes[class]);
+    let c = (before.by_size[class], after.by_size[class]);
     assert_eq!(
         c.1.allocs - c.0.allocs,
         N as u64,

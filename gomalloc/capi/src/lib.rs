@@ -281,47 +281,11 @@ pub extern "C" fn mallinfo2() -> Mallinfo2 {
     }
 }
 
-/// A fixed buffer that formats without allocating.
-struct StackBuf {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl core::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
-/// `malloc_stats`: prints the counters to stderr, without allocating.
+/// `malloc_stats`: prints gomalloc's statistics ([`gomalloc::stats`], one
+/// line each, then the size classes in use) to stderr, without allocating.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_stats() {
-    use core::fmt::Write;
-    let s = gomalloc::stats();
-    let mut b = StackBuf {
-        buf: [0; 512],
-        len: 0,
-    };
-    let _ = writeln!(
-        b,
-        "gomalloc: mapped {} B, in spans {} B, free {} B, released {} B, metadata {} B\n\
-         gomalloc: small objects {} allocated {} freed ({} B live); large {} allocated {} freed",
-        s.heap.mapped,
-        s.heap.in_use,
-        s.heap.free,
-        s.heap.released,
-        s.heap.metadata,
-        s.small_allocs(),
-        s.small_frees(),
-        s.small_bytes_in_use,
-        s.large_allocs,
-        s.large_frees,
-    );
-    // SAFETY: writes initialised bytes of a live buffer to fd 2.
-    unsafe { libc::write(2, b.buf.as_ptr().cast(), b.len) };
+    gomalloc::print_stats(2);
 }
 
 extern "C" fn before_fork() {
