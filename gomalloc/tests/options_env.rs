@@ -53,6 +53,14 @@ fn environment_sets_the_options() {
         let v: Vec<u64> = (0..100_000).collect();
         println!("mapped={}", gomalloc::stats().heap_sys);
         drop(v);
+        // Spans back to the heap and a large free: where the background
+        // thread would start, were it on.
+        for _ in 0..64 {
+            drop(vec![1u8; 1 << 20]);
+        }
+        let small: Vec<Box<[u8; 100]>> = (0..10_000).map(|_| Box::new([7; 100])).collect();
+        drop(small);
+        println!("running={}", gomalloc::background_thread_running());
         return;
     }
     let (ok, out, err) = child(
@@ -74,6 +82,10 @@ fn environment_sets_the_options() {
              limit=Some(1073741824) show=false hardened=true"
         ),
         "options not taken from the environment:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("running=false"),
+        "the background thread started though switched off:\n{out}"
     );
     // 8 MiB arenas: the heap maps a multiple of 8 MiB, not of 64 MiB.
     let mapped: usize = out
