@@ -9,7 +9,8 @@
 //! ## The map
 //!
 //! ```text
-//! gomalloc   GoMalloc (GlobalAlloc), thread binding, large objects, stats
+//! gomalloc   GoMalloc (GlobalAlloc), thread binding, large objects;
+//!    │        options, the scavenger's driver and thread, stats, hardening
 //!    │
 //! mcache     per-thread cache: current span and free list per class
 //!    │        (trait Central: where spans come from / go back to)
@@ -74,6 +75,19 @@
 //! the thread exits. Allocation while the cache is being made or after it
 //! was handed back goes through one shared cache behind a lock. No lock on
 //! any of these paths allocates (`mheap::sync::RawLock`).
+//!
+//! ## Memory back to the OS, options, statistics
+//!
+//! The page heap holds the scavenging policy (retained bound, idle delay,
+//! memory limit); this crate drives it (`src/scavenger.rs`): spans moving
+//! between the central lists and the heap, and large objects, run one
+//! increment when one is due; a background thread (option) does the rest
+//! while the program is idle, and sweeps spans stranded on the central
+//! lists and in thread caches back to the heap; [`release_memory`] gives
+//! back everything free at once. [`Options`] come from the `GOMALLOC_*`
+//! variables (read once, without allocating) or [`set_options`];
+//! [`stats`] are in the shape of Go's `runtime.MemStats`, and
+//! [`stats_by_walk`] recomputes them from the heap for tests.
 //!
 //! ## Hardening (feature `hardened`)
 //!
