@@ -109,6 +109,21 @@ pub(crate) fn safe_point() {
     }
 }
 
+/// A thread exited: its cache's spans are pooled or on the central lists,
+/// and the next sweep should come at the short period.
+pub(crate) fn thread_exited() {
+    TRAFFIC.fetch_add(1, Relaxed);
+    want_thread();
+    if BACKED_OFF.load(Relaxed) && BACKED_OFF.swap(false, Relaxed) {
+        HEAP.wake_scavenge_waiters();
+    }
+}
+
+/// Set while the background thread sleeps longer than the sweep period
+/// (nothing moved): a thread exit wakes it then, so that the cache it
+/// pooled is swept within the period.
+static BACKED_OFF: AtomicBool = AtomicBool::new(false);
+
 /// The options changed: wake the thread to re-read them.
 pub(crate) fn options_changed() {
     WAKE.fetch_add(1, Relaxed);
@@ -186,6 +201,9 @@ extern "C" fn background_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut next_sweep = monotonic_ns() + interval;
     loop {
         if !options::BACKGROUND.load(Relaxed) {
+            // Switched off: exiting threads flush their own caches from now
+            // on; flush those pooled before, then sleep until switched on.
+            crate::thread::flush_pooled();
             let w = WAKE.load(Relaxed);
             if !options::BACKGROUND.load(Relaxed) {
                 mheap::sync::futex_wait_for(&WAKE, w, u64::MAX);
@@ -219,6 +237,7 @@ extern "C" fn background_main(_: *mut libc::c_void) -> *mut libc::c_void {
             }
             seen = TRAFFIC.load(Relaxed);
             next_sweep = monotonic_ns() + interval;
+            BACKED_OFF.store(interval > sweep_period(), Relaxed);
         }
     }
 }
@@ -228,7 +247,7 @@ extern "C" fn background_main(_: *mut libc::c_void) -> *mut libc::c_void {
 /// spans the central lists gave back.
 fn sweep() -> usize {
     mcache::request_trim();
-    CENTRAL.sweep_all()
+    crate::thread::flush_pooled() + CENTRAL.sweep_all()
 }
 
 /// Gives back to the OS all the memory gomalloc holds free now, and

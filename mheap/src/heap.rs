@@ -498,6 +498,15 @@ impl<S: PageSource> MHeap<S> {
         self.published.wait(max_wait_ns)
     }
 
+    /// Wakes a thread sleeping in
+    /// [`wait_for_scavenge_work`](Self::wait_for_scavenge_work) now (it
+    /// returns `false` unless heap work is due): for a caller whose
+    /// background thread has other work than the heap's. One atomic load
+    /// when no thread waits.
+    pub fn wake_scavenge_waiters(&self) {
+        self.published.wake_waiters();
+    }
+
     /// The scavenging policy in force.
     pub fn scavenge_policy(&self) -> ScavengePolicy {
         self.inner.lock().policy

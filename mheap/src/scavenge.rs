@@ -657,6 +657,13 @@ impl Published {
         }
     }
 
+    /// Wakes every waiter, if any.
+    pub(crate) fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.wake();
+        }
+    }
+
     #[cold]
     fn wake(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
