@@ -225,6 +225,40 @@ pub fn trim() -> bool {
     crate::release_memory() > 0
 }
 
+/// Registers gomalloc's `fork` handlers, once per process (later calls do
+/// nothing): before `fork`, [`lock_all`], so that no lock is copied held by
+/// another thread (the background thread included); after, [`unlock_all`]
+/// in both processes, and in the child the background thread is wanted
+/// again. `libgomalloc.so` calls this when it is loaded; the background
+/// thread's start calls it too, so a Rust program that forks while that
+/// thread holds a lock gets a working child.
+pub fn install_fork_handlers() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: plain function pointers; glibc's pthread_atfork keeps them in
+    // a list of its own.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+}
+
+extern "C" fn fork_prepare() {
+    lock_all();
+}
+
+extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took the locks on this thread.
+    unsafe { unlock_all() };
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: the forking thread took the locks in `fork_prepare`, and it
+    // is the only thread of the child.
+    unsafe { unlock_all() };
+    crate::scavenger::after_fork_child();
+}
+
 /// Takes every allocator lock, in the one fixed order (shared cache,
 /// cache registry, each class's central lock, heap), so that `fork` copies
 /// none of them held by another thread. For `pthread_atfork`'s prepare.

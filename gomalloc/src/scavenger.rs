@@ -141,12 +141,7 @@ fn start_thread() {
     {
         return;
     }
-    static ATFORK: AtomicBool = AtomicBool::new(false);
-    if !ATFORK.swap(true, Relaxed) {
-        // SAFETY: a plain function pointer; glibc keeps the handler in a
-        // list of its own.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
-    }
+    crate::raw::install_fork_handlers();
     // SAFETY: plain libc calls on valid out-pointers. The new thread
     // inherits the signal mask, so it is created with every signal blocked
     // and the caller's mask is put back right after.
@@ -172,8 +167,9 @@ fn start_thread() {
 }
 
 /// In the child of a `fork` only the forking thread exists: the
-/// background thread is wanted again.
-extern "C" fn after_fork_child() {
+/// background thread is wanted again (called by the child's fork handler,
+/// `raw::install_fork_handlers`).
+pub(crate) fn after_fork_child() {
     if THREAD.load(Relaxed) == RUNNING {
         THREAD.store(NOT_STARTED, Relaxed);
         WANTED.store(true, Relaxed);

@@ -288,21 +288,9 @@ pub extern "C" fn malloc_stats() {
     gomalloc::print_stats(2);
 }
 
-extern "C" fn before_fork() {
-    raw::lock_all();
-}
-
-extern "C" fn after_fork() {
-    // SAFETY: `before_fork` took the locks on this thread (in the child,
-    // the forking thread is this one, and the only one).
-    unsafe { raw::unlock_all() };
-}
-
 /// Registers the fork handlers when the library is loaded.
 extern "C" fn on_load() {
-    // SAFETY: plain function pointers; glibc's pthread_atfork keeps them in
-    // a list of its own.
-    unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    raw::install_fork_handlers();
 }
 
 #[used]
