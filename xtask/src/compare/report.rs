@@ -700,6 +700,36 @@ pub(super) mod tests {
     }
 
     /// A small suite: two configurations, three allocators, one failure.
+    /// A machine for tests, with CPU name `cpu`.
+    pub(in super::super) fn test_machine(cpu: &str) -> Machine {
+        Machine {
+            cpu: cpu.into(),
+            cpus: 2,
+            kernel: "Linux 6.1".into(),
+            date: utc_date(0),
+        }
+    }
+
+    /// The suite of a test over its samples, 3 rounds in `mode`.
+    pub(in super::super) fn test_suite<'a>(
+        configs: &'a [Config],
+        allocs: &'a [&'static Allocator],
+        rows: &'a [Row],
+        runs: &'a [Run],
+        machine: &'a Machine,
+        mode: &'static str,
+    ) -> Suite<'a> {
+        Suite {
+            configs,
+            allocs,
+            rows,
+            runs,
+            rounds: 3,
+            machine,
+            mode,
+        }
+    }
+
     pub(in super::super) fn sample() -> (Vec<Config>, Vec<&'static Allocator>, Vec<Run>) {
         let configs = vec![
             Config {
@@ -744,21 +774,8 @@ pub(super) mod tests {
     fn tables_and_csv() {
         let (configs, allocs, runs) = sample();
         let rows = summarize(&configs, &allocs, &runs);
-        let machine = Machine {
-            cpu: "Test CPU".into(),
-            cpus: 2,
-            kernel: "Linux 6.1".into(),
-            date: utc_date(0),
-        };
-        let suite = Suite {
-            configs: &configs,
-            allocs: &allocs,
-            rows: &rows,
-            runs: &runs,
-            rounds: 3,
-            machine: &machine,
-            mode: "quick",
-        };
+        let machine = test_machine("Test CPU");
+        let suite = test_suite(&configs, &allocs, &rows, &runs, &machine, "quick");
         let text = tables(&suite, Style::Text);
         assert!(text.contains("larson t2"), "{text}");
         assert!(text.contains("python3"));
@@ -851,21 +868,8 @@ pub(super) mod tests {
     fn memory_table_and_csv() {
         let (configs, allocs, runs) = sample_with_memory();
         let rows = summarize(&configs, &allocs, &runs);
-        let machine = Machine {
-            cpu: "Test CPU".into(),
-            cpus: 2,
-            kernel: "Linux 6.1".into(),
-            date: utc_date(0),
-        };
-        let suite = Suite {
-            configs: &configs,
-            allocs: &allocs,
-            rows: &rows,
-            runs: &runs,
-            rounds: 3,
-            machine: &machine,
-            mode: "full",
-        };
+        let machine = test_machine("Test CPU");
+        let suite = test_suite(&configs, &allocs, &rows, &runs, &machine, "full");
         let text = tables(&suite, Style::Text);
         let table: Vec<&str> = text
             .lines()

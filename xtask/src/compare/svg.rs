@@ -507,7 +507,7 @@ fn throughput_panel(out: &mut String, suite: &Suite, y0: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Machine, Suite, tests::sample, utc_date};
+    use super::super::report::tests::{sample, test_machine, test_suite};
     use super::super::results::{Config, Source, summarize};
     use super::*;
 
@@ -562,21 +562,8 @@ mod tests {
             .collect();
         runs.extend(extra);
         let rows = summarize(&configs, &allocs, &runs);
-        let machine = Machine {
-            cpu: "CPU <&> \"quoted\"".into(),
-            cpus: 2,
-            kernel: "Linux".into(),
-            date: utc_date(0),
-        };
-        let suite = Suite {
-            configs: &configs,
-            allocs: &allocs,
-            rows: &rows,
-            runs: &runs,
-            rounds: 3,
-            machine: &machine,
-            mode: "quick",
-        };
+        let machine = test_machine("CPU <&> \"quoted\"");
+        let suite = test_suite(&configs, &allocs, &rows, &runs, &machine, "quick");
         let svg = chart(&suite, &machine.line());
         assert!(svg.starts_with("<svg "));
         assert!(svg.trim_end().ends_with("</svg>"));
@@ -608,21 +595,8 @@ mod tests {
     fn a_variant_bar_is_relative_to_the_best_peer() {
         let (configs, allocs, runs) = super::super::report::tests::sample_with_memory();
         let rows = summarize(&configs, &allocs, &runs);
-        let machine = Machine {
-            cpu: "CPU".into(),
-            cpus: 2,
-            kernel: "Linux".into(),
-            date: utc_date(0),
-        };
-        let suite = Suite {
-            configs: &configs,
-            allocs: &allocs,
-            rows: &rows,
-            runs: &runs,
-            rounds: 3,
-            machine: &machine,
-            mode: "full",
-        };
+        let machine = test_machine("CPU");
+        let suite = test_suite(&configs, &allocs, &rows, &runs, &machine, "full");
         let svg = chart(&suite, "caption");
         balanced(&svg);
         assert!(svg.contains(">gomalloc-hardened<"));
