@@ -381,13 +381,31 @@ fn large_span_of(ptr: *mut u8) -> &'static mheap::Span {
 ///
 /// `span` is the live span of one large object, not used afterwards.
 pub(crate) unsafe fn free_large_span(span: &mheap::Span) {
+    // SAFETY: caller's contract.
+    unsafe { free_large_span_of(span, false) }
+}
+
+/// [`free_large_span`], for a span whose pages `moved` (true) to another
+/// block by [`move_pages`]: the heap records them as released, so it
+/// re-uses resident memory first.
+///
+/// # Safety
+///
+/// As for `free_large_span`.
+pub(crate) unsafe fn free_large_span_of(span: &mheap::Span, moved: bool) {
     if crate::hardened::large_checks() {
         crate::hardened::disarm(span);
     }
     LARGE_FREES.fetch_add(1, Relaxed);
     LARGE_LIVE_BYTES.fetch_sub(span.bytes() as u64, Relaxed);
     // SAFETY: caller's contract.
-    unsafe { HEAP.free_span(span) };
+    unsafe {
+        if moved {
+            HEAP.free_span_released(span);
+        } else {
+            HEAP.free_span(span);
+        }
+    }
     want_thread();
     tick();
     safe_point();
@@ -530,7 +548,9 @@ unsafe impl GlobalAlloc for GoMalloc {
             // are distinct allocations, so they do not overlap. A large old
             // block is a whole span of ours, as is a large new one.
             unsafe {
-                if len >= MOVE_MIN_BYTES && old_large.is_some() && move_pages(ptr, fresh, len) {
+                let moved =
+                    len >= MOVE_MIN_BYTES && old_large.is_some() && move_pages(ptr, fresh, len);
+                if moved {
                     // The move replaced whole pages of `fresh`, its canary's
                     // maybe (`fresh` is large: `new_size >= len`).
                     if crate::hardened::large_checks() {
@@ -542,7 +562,7 @@ unsafe impl GlobalAlloc for GoMalloc {
                 // The old block was checked above (a moved one's pages read
                 // as zero now, its canary too).
                 match old_large {
-                    Some(span) => free_large_span(span),
+                    Some(span) => free_large_span_of(span, moved),
                     None => self.dealloc(ptr, layout),
                 }
             }

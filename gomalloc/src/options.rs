@@ -10,6 +10,7 @@
 //! | `GOMALLOC_RETAIN_MIN` | free memory always kept (the floor) | `4M` |
 //! | `GOMALLOC_BACKGROUND_THREAD` | a thread that gives memory back while the program is idle | `1` |
 //! | `GOMALLOC_MEMORY_LIMIT` | soft limit on resident heap memory; `off` | `off` |
+//! | `GOMALLOC_RELEASE_AT_FREE` | a block at least this large goes back to the OS as it is freed; `off` | `off` |
 //! | `GOMALLOC_SHOW_STATS` | print the statistics to stderr at exit | `0` |
 //! | `GOMALLOC_HARDENED` | canaries on large objects and checked large frees (on in `hardened` builds) | `0` |
 //!
@@ -51,6 +52,10 @@ pub struct Options {
     /// Soft limit on the heap's resident memory, in bytes: near it, free
     /// memory goes back to the OS at once. `None`: no limit.
     pub memory_limit: Option<usize>,
+    /// A block (a large object's span) at least this many bytes long goes
+    /// back to the OS as it is freed, whatever the delay and the retained
+    /// bound. `None` (the default): only by those rules.
+    pub release_at_free_bytes: Option<usize>,
     /// Print the statistics to stderr when the process exits.
     pub show_stats: bool,
     /// The hardened checks that are cheap at run time: canaries on large
@@ -68,6 +73,7 @@ impl Options {
         retain_min_bytes: 4 << 20,
         background_thread: true,
         memory_limit: None,
+        release_at_free_bytes: None,
         show_stats: false,
         hardened: cfg!(feature = "hardened"),
     };
@@ -101,6 +107,9 @@ impl Options {
         if let Some(v) = env_parse(c"GOMALLOC_MEMORY_LIMIT", parse_limit) {
             o.memory_limit = v;
         }
+        if let Some(v) = env_parse(c"GOMALLOC_RELEASE_AT_FREE", parse_limit) {
+            o.release_at_free_bytes = v;
+        }
         if let Some(v) = env_parse(c"GOMALLOC_SHOW_STATS", parse_bool) {
             o.show_stats = v;
         }
@@ -119,6 +128,7 @@ impl Options {
                 .scavenge_delay_ms
                 .map_or(ScavengePolicy::NEVER, |ms| ms.saturating_mul(1_000_000)),
             memory_limit: self.memory_limit,
+            release_at_free_bytes: self.release_at_free_bytes.unwrap_or(usize::MAX),
             ..ScavengePolicy::DEFAULT
         }
     }
@@ -421,17 +431,25 @@ mod tests {
             retain_percent: 5,
             retain_min_bytes: 1 << 20,
             memory_limit: Some(1 << 30),
+            release_at_free_bytes: Some(8 << 20),
             ..Options::DEFAULT
         };
         let p = o.scavenge_policy();
+        assert_eq!(p.release_at_free_bytes, 8 << 20);
         assert_eq!(p.delay_ns, 250_000_000);
         assert_eq!(p.retain_percent, 5);
         assert_eq!(p.retain_min_bytes, 1 << 20);
         assert_eq!(p.memory_limit, Some(1 << 30));
         let never = Options {
             scavenge_delay_ms: None,
+            release_at_free_bytes: None,
             ..Options::DEFAULT
         };
         assert_eq!(never.scavenge_policy().delay_ns, ScavengePolicy::NEVER);
+        assert_eq!(never.scavenge_policy().release_at_free_bytes, usize::MAX);
+        assert_eq!(
+            Options::DEFAULT.scavenge_policy().release_at_free_bytes,
+            ScavengePolicy::DEFAULT.release_at_free_bytes
+        );
     }
 }

@@ -9,8 +9,8 @@
 //! start of a live gomalloc object, rather than corrupting the heap.
 
 use crate::global::{
-    CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_small_in, move_pages,
-    resize_large, route,
+    CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_large_span_of,
+    free_small_in, move_pages, resize_large, route,
 };
 use core::ptr;
 use mheap::{PAGE_SIZE, Span};
@@ -198,7 +198,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         // class-0 block is a whole large span, and so is one of
         // `MOVE_MIN_BYTES` or more.
         unsafe {
-            if class == 0 && len >= MOVE_MIN_BYTES && move_pages(ptr, fresh, len) {
+            let moved = class == 0 && len >= MOVE_MIN_BYTES && move_pages(ptr, fresh, len);
+            if moved {
                 // The move replaced whole pages of `fresh` (large), its
                 // canary's maybe.
                 if crate::hardened::large_checks() {
@@ -210,7 +211,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
             // `ptr` was checked above (a moved block's pages, canary
             // included, read as zero now).
             if class == 0 {
-                free_large_span(span);
+                free_large_span_of(span, moved);
             } else {
                 free_small_in(span, class, ptr);
             }

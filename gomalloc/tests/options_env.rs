@@ -40,13 +40,14 @@ fn environment_sets_the_options() {
     if in_child() {
         let o = gomalloc::options();
         println!(
-            "arena={} delay={:?} percent={} min={} background={} limit={:?} show={} hardened={}",
+            "arena={} delay={:?} percent={} min={} background={} limit={:?} at_free={:?} show={} hardened={}",
             o.arena_size,
             o.scavenge_delay_ms,
             o.retain_percent,
             o.retain_min_bytes,
             o.background_thread,
             o.memory_limit,
+            o.release_at_free_bytes,
             o.show_stats,
             o.hardened
         );
@@ -72,6 +73,7 @@ fn environment_sets_the_options() {
             ("GOMALLOC_RETAIN_MIN", "2m"),
             ("GOMALLOC_BACKGROUND_THREAD", "off"),
             ("GOMALLOC_MEMORY_LIMIT", "1G"),
+            ("GOMALLOC_RELEASE_AT_FREE", "16M"),
             ("GOMALLOC_HARDENED", "1"),
         ],
     );
@@ -79,7 +81,7 @@ fn environment_sets_the_options() {
     assert!(
         out.contains(
             "arena=8388608 delay=Some(123) percent=7 min=2097152 background=false \
-             limit=Some(1073741824) show=false hardened=true"
+             limit=Some(1073741824) at_free=Some(16777216) show=false hardened=true"
         ),
         "options not taken from the environment:\n{out}\n{err}"
     );

@@ -3,7 +3,15 @@
 //!
 //! # Allocation (`alloc_pages`, `alloc_small`)
 //!
-//! 1. Find a free span that fits (`bins.rs`, O(1) for up to 127 pages).
+//! 1. Find a free span that fits (`bins.rs`, O(1) for up to 127 pages):
+//!    the best fit. Free spans are kept in two sets of bins, *dirty* (first
+//!    page resident, or possibly so) and *released*; a request of
+//!    [`DIRTY_FIRST_PAGES`] or more takes the best dirty fit before any
+//!    released one, so that a big block built again after a bigger one was
+//!    freed lands on the resident pages instead of faulting in new ones
+//!    while the old ones stay resident (Go's heap kept free and scavenged
+//!    spans apart for the same reason). Smaller requests take the best fit
+//!    of both, which keeps the huge free spans whole for the big ones.
 //! 2. None fits: reserve a new arena from the page source (64 MiB by
 //!    default, aligned to its size), register its chunks in the page map and
 //!    add it as one free span, coalesced with its neighbours; find again.
@@ -160,13 +168,20 @@ struct Region {
     lower: *mut Region,
 }
 
+/// Requests of at least this many pages (1 MiB) take a dirty free span
+/// before any released one (see the module docs, "Allocation").
+pub(crate) const DIRTY_FIRST_PAGES: usize = (1 << 20) >> PAGE_SHIFT;
+
 /// Everything the heap lock guards.
 struct HeapInner<S> {
     source: S,
     config: HeapConfig,
     meta: MetaArena,
     slab: SpanSlab,
+    /// Free spans whose first page is dirty (resident or possibly so).
     bins: FreeBins,
+    /// Free spans whose first page is released (or never used).
+    clean: FreeBins,
     /// Regions, highest address first.
     regions: *mut Region,
     mapped_pages: usize,
@@ -227,6 +242,7 @@ impl<S: PageSource> MHeap<S> {
                 meta: MetaArena::new(),
                 slab: SpanSlab::new(),
                 bins: FreeBins::new(),
+                clean: FreeBins::new(),
                 regions: ptr::null_mut(),
                 mapped_pages: 0,
                 in_use_pages: 0,
@@ -297,21 +313,81 @@ impl<S: PageSource> MHeap<S> {
     ///
     /// `span` was handed out by this heap, is `InUse`, and neither it nor
     /// any pointer into its memory is used after this call.
+    ///
+    /// A span of at least the policy's `release_at_free_bytes` goes back to
+    /// the OS first, a `step_bytes` step at a time, the lock taken for each
+    /// step (see the [scavenger's rules](crate::scavenge)).
     pub unsafe fn free_span(&self, span: &Span) {
+        // SAFETY: caller's contract.
+        unsafe { self.free_span_inner(span, false) }
+    }
+
+    /// [`free_span`](Self::free_span) for a span whose pages the caller
+    /// emptied (moved elsewhere with `mremap`): its pages are released
+    /// whatever its length, so that the heap counts them as what they are
+    /// (not resident, reading as zero) rather than as dirty free memory.
+    ///
+    /// # Safety
+    ///
+    /// As for `free_span`.
+    pub unsafe fn free_span_released(&self, span: &Span) {
+        // SAFETY: caller's contract.
+        unsafe { self.free_span_inner(span, true) }
+    }
+
+    unsafe fn free_span_inner(&self, span: &Span, release: bool) {
         if span.state() != SpanState::InUse {
             fatal("free_span: span is not in use (double free?)");
         }
+        let released = self.release_before_free(span, release);
         let mut inner = self.inner.lock();
         let rec = NonNull::from(span);
+        let start = span.start();
         inner.free_locked(&self.map, rec);
+        if released > 0 {
+            inner.mark_released_locked(&self.map, start, released);
+        }
         inner.after_free_locked(&self.map, &self.published);
+    }
+
+    /// Releases the pages of `span`, still in use and the caller's alone,
+    /// from its start, if `always` or the policy releases a span that long
+    /// as it is freed; returns how many pages were released (all of them,
+    /// or fewer if the source refused a step).
+    fn release_before_free(&self, span: &Span, always: bool) -> usize {
+        let (start, npages) = (span.start(), span.npages());
+        let mut done = 0;
+        while done < npages {
+            let mut inner = self.inner.lock();
+            if done == 0 && !always && npages << PAGE_SHIFT < inner.policy.release_at_free_bytes {
+                return 0;
+            }
+            let n = inner.policy.step_pages().min(npages - done);
+            let at = start + (done << PAGE_SHIFT);
+            // SAFETY: `at .. at + n` pages lie in the caller's span, inside
+            // this source's reservations; the caller uses none of it again.
+            let ok = unsafe {
+                inner
+                    .source
+                    .release(NonNull::new_unchecked(at as *mut u8), n << PAGE_SHIFT)
+                    .is_ok()
+            };
+            if !ok {
+                break;
+            }
+            done += n;
+        }
+        done
     }
 
     /// Grows or shrinks a large span in place to `npages` pages, keeping its
     /// start: a shrink gives the tail back to the heap, a growth takes the
     /// pages from a free span right after it. Returns whether it happened
     /// (`false` when the neighbour is not free or too small, or memory for
-    /// the change could not be had); on `false` nothing changed.
+    /// the change could not be had, or when a growth to
+    /// [`DIRTY_FIRST_PAGES`] or more would take released pages while a
+    /// dirty free span could hold the whole span, where an allocation of
+    /// that size would go); on `false` nothing changed.
     ///
     /// # Safety
     ///
@@ -742,11 +818,11 @@ impl<S: PageSource> HeapInner<S> {
         let metadata = self.meta.mapped;
         // SAFETY: the heap lock is held (`&mut self` is only reachable
         // through the guard); the same holds for every `bins` call below.
-        let mut s = unsafe { self.bins.find(npages, align) };
+        let mut s = unsafe { self.find_free_locked(npages, align) };
         if s.is_null() {
             self.grow_locked(map, npages, align)?;
             // SAFETY: lock held.
-            s = unsafe { self.bins.find(npages, align) };
+            s = unsafe { self.find_free_locked(npages, align) };
             if s.is_null() {
                 fatal("heap grew but no span fits");
             }
@@ -781,14 +857,14 @@ impl<S: PageSource> HeapInner<S> {
         };
 
         // SAFETY: lock held; `s` is a Free record linked in its bin.
-        unsafe { self.bins.remove(s) };
+        unsafe { self.bin_remove_locked(s) };
         self.free_spans -= 1;
         // The free record `s` keeps the head if there is one, else the tail.
         if has_head {
             free.set_extent_locked(start, (at - start) >> PAGE_SHIFT);
             map.set_locked(at - PAGE_SIZE, s);
             // SAFETY: lock held; `s` is Free and unlinked.
-            unsafe { self.bins.insert(s) };
+            unsafe { self.bin_insert_locked(map, s) };
             self.free_spans += 1;
         }
         if has_tail {
@@ -807,7 +883,7 @@ impl<S: PageSource> HeapInner<S> {
             map.set_locked(at_end, tail);
             map.set_locked(end - PAGE_SIZE, tail);
             // SAFETY: lock held; `tail` is Free and unlinked.
-            unsafe { self.bins.insert(tail) };
+            unsafe { self.bin_insert_locked(map, tail) };
             self.free_spans += 1;
         }
 
@@ -898,6 +974,15 @@ impl<S: PageSource> HeapInner<S> {
             // SAFETY: lock held.
             released += count_bits(unsafe { &*c.released.get() }, lo, hi);
         });
+        if released > 0 && npages >= DIRTY_FIRST_PAGES {
+            // Growing here would fault released pages in while a dirty
+            // free span could hold the whole span: the caller moves it
+            // there instead (as `alloc` would place it).
+            // SAFETY: lock held.
+            if !unsafe { self.bins.find(npages, PAGE_SIZE) }.is_null() {
+                return false;
+            }
+        }
         if released > 0 {
             // SAFETY: free heap pages inside this source's reservations.
             let ok = unsafe {
@@ -911,7 +996,7 @@ impl<S: PageSource> HeapInner<S> {
         }
         let rest = r.npages() - extra;
         // SAFETY: `right` is a Free record linked in its bin; lock held.
-        unsafe { self.bins.remove(right) };
+        unsafe { self.bin_remove_locked(right) };
         if rest == 0 {
             self.free_spans -= 1;
             // Its first and last entries lie inside the grown range and are
@@ -924,7 +1009,7 @@ impl<S: PageSource> HeapInner<S> {
             r.set_extent_locked(new_start, rest);
             map.set_locked(new_start, right);
             // SAFETY: Free and unlinked; lock held.
-            unsafe { self.bins.insert(right) };
+            unsafe { self.bin_insert_locked(map, right) };
         }
         span.set_extent_locked(start, npages);
         map.set_range_locked(end, extra, rec.as_ptr());
@@ -967,6 +1052,99 @@ impl<S: PageSource> HeapInner<S> {
         self.insert_free_locked(map, rec, start, npages);
     }
 
+    /// Links the free span `s` into the bins its first page selects: the
+    /// dirty ones, or the released ones.
+    ///
+    /// # Safety
+    ///
+    /// `s` is a `Free` record linked in no bin.
+    unsafe fn bin_insert_locked(&mut self, map: &PageMap, s: *mut Span) {
+        // SAFETY: caller's contract; the lock is held (`&mut self`).
+        unsafe {
+            let clean = released_in(map, (*s).start(), 1) == 1;
+            *(*s).clean.get() = clean;
+            if clean {
+                self.clean.insert(s);
+            } else {
+                self.bins.insert(s);
+            }
+        }
+    }
+
+    /// Unlinks the free span `s` from its bin.
+    ///
+    /// # Safety
+    ///
+    /// `s` is a `Free` record linked in a bin.
+    unsafe fn bin_remove_locked(&mut self, s: *mut Span) {
+        // SAFETY: caller's contract; lock held.
+        unsafe {
+            if *(*s).clean.get() {
+                self.clean.remove(s);
+            } else {
+                self.bins.remove(s);
+            }
+        }
+    }
+
+    /// A free span that fits `npages` pages at `align`, null if none does:
+    /// from [`DIRTY_FIRST_PAGES`] pages the best dirty fit, else the best
+    /// released one; below, the best fit of both.
+    ///
+    /// # Safety
+    ///
+    /// Lock held (`&self` is only reachable through the guard).
+    unsafe fn find_free_locked(&self, npages: usize, align: usize) -> *mut Span {
+        // SAFETY: lock held.
+        unsafe {
+            let dirty = self.bins.find(npages, align);
+            if npages >= DIRTY_FIRST_PAGES && !dirty.is_null() {
+                return dirty;
+            }
+            let clean = self.clean.find(npages, align);
+            if dirty.is_null() || (!clean.is_null() && (*clean).npages() < (*dirty).npages()) {
+                clean
+            } else {
+                dirty
+            }
+        }
+    }
+
+    /// Pages from `addr` were just released: if a dirty free span starts
+    /// there, it moves to the bins of released spans.
+    fn rebin_released_locked(&mut self, map: &PageMap, addr: usize) {
+        let s = map.span_at(addr);
+        if s.is_null() {
+            return;
+        }
+        // SAFETY: non-null entries point to valid records; lock held.
+        unsafe {
+            if (*s).state() == SpanState::Free && (*s).start() == addr && !*(*s).clean.get() {
+                self.bins.remove(s);
+                *(*s).clean.get() = true;
+                self.clean.insert(s);
+            }
+        }
+    }
+
+    /// Records the first `npages` pages from `start`, free pages just
+    /// released by [`MHeap::release_before_free`], as released.
+    fn mark_released_locked(&mut self, map: &PageMap, start: usize, npages: usize) {
+        let zeroes = self.source.released_reads_zero();
+        map.for_each_chunk(start, npages, |c, lo, hi| {
+            // SAFETY: heap lock held.
+            unsafe {
+                set_bits(&mut *c.released.get(), lo, hi);
+                if zeroes {
+                    clear_bits(&mut *c.dirty.get(), lo, hi);
+                }
+            }
+        });
+        self.released_pages += npages;
+        self.scavenged_pages += npages as u64;
+        self.rebin_released_locked(map, start);
+    }
+
     /// Makes `rec` the free span `start .. start + npages`, merged with any
     /// free neighbour, and links it into its bin. Its pages' map entries are
     /// null on entry.
@@ -987,7 +1165,7 @@ impl<S: PageSource> HeapInner<S> {
                 // SAFETY: a Free record is linked in its bin; lock held.
                 unsafe {
                     debug_assert_eq!((*left).end(), lo);
-                    self.bins.remove(left);
+                    self.bin_remove_locked(left);
                     map.set_locked(lo - PAGE_SIZE, ptr::null_mut());
                     lo = (*left).start();
                     self.slab.free_locked(NonNull::new_unchecked(left));
@@ -1001,7 +1179,7 @@ impl<S: PageSource> HeapInner<S> {
             // SAFETY: as above.
             unsafe {
                 debug_assert_eq!((*right).start(), hi);
-                self.bins.remove(right);
+                self.bin_remove_locked(right);
                 map.set_locked(hi, ptr::null_mut());
                 hi = (*right).end();
                 self.slab.free_locked(NonNull::new_unchecked(right));
@@ -1014,7 +1192,7 @@ impl<S: PageSource> HeapInner<S> {
         map.set_locked(lo, s);
         map.set_locked(hi - PAGE_SIZE, s);
         // SAFETY: `s` is Free and linked nowhere; lock held.
-        unsafe { self.bins.insert(s) };
+        unsafe { self.bin_insert_locked(map, s) };
         self.free_spans += 1;
     }
 
@@ -1186,6 +1364,7 @@ impl<S: PageSource> HeapInner<S> {
                 }
             });
             self.released_pages += n;
+            self.rebin_released_locked(map, run_lo);
             done += n;
             p = run_lo;
         }
@@ -1303,6 +1482,9 @@ impl<S: PageSource> HeapInner<S> {
                 }
             }
             self.released_pages += n;
+            // The run's lowest page is the only one that can start a free
+            // span (free spans never touch each other).
+            self.rebin_released_locked(map, addr);
             done += n;
             hi = lo;
         }
@@ -1412,23 +1594,29 @@ impl<S: PageSource> HeapInner<S> {
             r = lower;
         }
         let mut linked = 0;
-        // SAFETY: lock held.
-        unsafe {
-            self.bins.for_each(|s, index| {
-                let s = &*s;
-                assert_eq!(s.state(), SpanState::Free, "a binned span is not free");
-                assert_eq!(
-                    index,
-                    BinIndex::of(s.npages()),
-                    "a free span is in the wrong bin"
-                );
-                linked += 1;
-            });
+        for (bins, clean) in [(&self.bins, false), (&self.clean, true)] {
+            // SAFETY: lock held.
+            unsafe {
+                bins.for_each(|s, index| {
+                    let s = &*s;
+                    assert_eq!(s.state(), SpanState::Free, "a binned span is not free");
+                    assert_eq!(
+                        index,
+                        BinIndex::of(s.npages()),
+                        "a free span is in the wrong bin"
+                    );
+                    assert_eq!(*s.clean.get(), clean, "a span's clean flag is wrong");
+                    assert_eq!(
+                        released_in(map, s.start(), 1) == 1,
+                        clean,
+                        "a free span is binned as {} but its first page is not",
+                        if clean { "released" } else { "dirty" }
+                    );
+                    linked += 1;
+                });
+            }
+            assert!(bins.masks_consistent(), "bin masks disagree with the lists");
         }
-        assert!(
-            self.bins.masks_consistent(),
-            "bin masks disagree with the lists"
-        );
         assert_eq!(
             linked, walk.free_spans,
             "binned spans != free spans in the walk"

@@ -67,6 +67,10 @@ pub struct Span {
     pub(crate) next: UnsafeCell<*mut Span>,
     /// Bin link; guarded by the heap lock.
     pub(crate) prev: UnsafeCell<*mut Span>,
+    /// Of a free span: whether it is linked in the heap's bins of released
+    /// spans (its first page released) rather than of dirty ones. Heap
+    /// lock.
+    pub(crate) clean: UnsafeCell<bool>,
     /// The object tiers' state of a small-object span (see [`SpanObjects`]).
     pub objects: SpanObjects,
 }
@@ -173,6 +177,7 @@ impl Span {
             nelems: AtomicU32::new(0),
             next: UnsafeCell::new(ptr::null_mut()),
             prev: UnsafeCell::new(ptr::null_mut()),
+            clean: UnsafeCell::new(false),
             objects: SpanObjects::new(),
         }
     }

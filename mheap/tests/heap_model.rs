@@ -62,15 +62,17 @@ fn policy() -> impl Strategy<Value = ScavengePolicy> {
         ],
         1usize..64,
         prop_oneof![Just(None), (4usize..48).prop_map(|m| Some(m << 20))],
+        prop_oneof![Just(usize::MAX), (1usize..256).prop_map(|p| p * PAGE_SIZE)],
     )
         .prop_map(
-            |(retain_percent, retain_min_bytes, delay_ns, step_pages, memory_limit)| {
+            |(retain_percent, retain_min_bytes, delay_ns, step_pages, memory_limit, at_free)| {
                 ScavengePolicy {
                     retain_percent,
                     retain_min_bytes,
                     delay_ns,
                     step_bytes: step_pages * PAGE_SIZE,
                     memory_limit,
+                    release_at_free_bytes: at_free,
                 }
             },
         )

@@ -12,6 +12,11 @@
 //!   and an object churned with little else in use never pays a release;
 //! - `release_all`, reuse of released pages, refused releases, and the
 //!   lock-free no-op check;
+//! - a span of `release_at_free_bytes` or more is released as it is freed,
+//!   in steps, and one a page shorter is not;
+//! - requests of 1 MiB and more take dirty free spans before released ones
+//!   (and a large span does not grow over released pages while a dirty
+//!   span could hold it); smaller ones the best fit of both;
 //! - the background thread's wait: woken at the deadline and early when a
 //!   change creates work.
 //!
@@ -239,6 +244,7 @@ fn the_retained_bound_is_honoured_exactly() {
         delay_ns: ScavengePolicy::NEVER,
         step_bytes: 256 << 10,
         memory_limit: None,
+        release_at_free_bytes: usize::MAX,
     };
     // A generation (how long just freed memory is exempt) is 250 ms here.
     let generation = 250 * MS;
@@ -483,6 +489,154 @@ fn delay_zero_releases_on_free() {
     let st = check(&h);
     assert_eq!(dirty(&st), 0, "each free released its pages");
     assert_eq!(st.scavenged as usize, 8 * 16 * PAGE_SIZE);
+}
+
+/// From 1 MiB (128 pages) a request takes the best *dirty* fit before a
+/// released one; below, the best fit of both; and a large span does not
+/// grow in place over released pages while a dirty span could hold it.
+#[test]
+fn big_requests_take_resident_memory_first() {
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 32 * MIB].into_boxed_slice());
+    let h = MHeap::new(
+        Counting::new(FixedRegion::new(buf)),
+        HeapConfig {
+            arena_size: 8 * MIB,
+        },
+    );
+    h.set_scavenge_policy(quiet());
+    // C and E, released free spans of 220 and 120 pages, and D, a dirty one
+    // of 256, each followed by an in-use guard page.
+    let c = alloc_touched(&h, 1, 220);
+    let c_start = c[0].start();
+    let g1 = alloc_touched(&h, 1, 1);
+    let e = alloc_touched(&h, 1, 120);
+    let e_start = e[0].start();
+    let g3 = alloc_touched(&h, 1, 1);
+    let d = alloc_touched(&h, 1, 256);
+    let d_start = d[0].start();
+    let g2 = alloc_touched(&h, 1, 1);
+    free_all(&h, c);
+    free_all(&h, e);
+    h.release_all();
+    free_all(&h, d);
+    check(&h);
+
+    // 100 pages: the best fit of both, E (120), not the dirty D.
+    let small = h.alloc_pages(100, PAGE_SIZE).unwrap();
+    assert_eq!(
+        small.span.start(),
+        e_start,
+        "a small request did not take the best fit"
+    );
+    // 200 pages: the best fit overall is C (220), but D is resident.
+    let big = h.alloc_pages(200, PAGE_SIZE).unwrap();
+    assert_eq!(
+        big.span.start(),
+        d_start,
+        "a 1 MiB+ request skipped the dirty span"
+    );
+    assert!(!big.zeroed);
+    check(&h);
+    free_all(&h, vec![small.span]);
+    // E taken whole again, to keep what follows in C.
+    let e = alloc_touched(&h, 1, 120);
+    assert_eq!(e[0].start(), e_start);
+
+    // Growth in place: everything released, a 16-page span L at C's
+    // start, D dirty again.
+    free_all(&h, vec![big.span]);
+    h.release_all();
+    let l = h.alloc_pages(16, PAGE_SIZE).unwrap().span;
+    assert_eq!(l.start(), c_start);
+    let d = alloc_touched(&h, 1, 256);
+    assert_eq!(d[0].start(), d_start);
+    free_all(&h, d);
+    // L may not grow over C's released pages to 200 while D could hold it...
+    // SAFETY: a live large span of ours, resized by us alone.
+    assert!(
+        !unsafe { h.resize_in_place(l, 200) },
+        "grew over released pages"
+    );
+    // ...and may once no dirty span could.
+    let d = alloc_touched(&h, 1, 256);
+    assert_eq!(d[0].start(), d_start);
+    // SAFETY: as above.
+    assert!(unsafe { h.resize_in_place(l, 200) });
+    check(&h);
+    free_all(&h, vec![l]);
+    free_all(&h, d);
+    free_all(&h, e);
+    free_all(&h, g1);
+    free_all(&h, g2);
+    free_all(&h, g3);
+    check(&h);
+}
+
+#[test]
+fn a_huge_span_is_released_as_it_is_freed_and_a_shorter_one_kept() {
+    // No release by age or by the bound: only the rule under test.
+    let policy = ScavengePolicy {
+        release_at_free_bytes: 4 * MIB,
+        step_bytes: MIB,
+        ..quiet()
+    };
+    let h = heap(16, policy);
+    let pages = 4 * MIB / PAGE_SIZE;
+    let shorter = alloc_touched(&h, 1, pages - 1);
+    let huge = alloc_touched(&h, 1, pages);
+    // Free pages never used (the arenas' tails) count as released already.
+    let before = check(&h);
+    let calls = counters(&h).release_calls;
+    free_all(&h, huge);
+    let st = check(&h);
+    assert_eq!(
+        st.released - before.released,
+        4 * MIB,
+        "the huge span was not released"
+    );
+    assert_eq!(dirty(&st), dirty(&before));
+    assert_eq!(st.scavenged as usize, 4 * MIB);
+    assert_eq!(counters(&h).release_calls - calls, 4, "not in 1 MiB steps");
+    free_all(&h, shorter);
+    let st2 = check(&h);
+    assert_eq!(
+        dirty(&st2) - dirty(&st),
+        4 * MIB - PAGE_SIZE,
+        "a span under the size was released"
+    );
+    assert_eq!(st2.released, st.released);
+    assert_eq!(st2.scavenged as usize, 4 * MIB);
+}
+
+#[test]
+fn a_refused_step_of_a_huge_free_leaves_the_rest_dirty() {
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 16 * MIB].into_boxed_slice());
+    let h = MHeap::new(
+        FaultInjecting::new(Counting::new(FixedRegion::new(buf)), FaultPlan::Never),
+        HeapConfig { arena_size: MIB },
+    );
+    h.set_scavenge_policy(ScavengePolicy {
+        release_at_free_bytes: 4 * MIB,
+        step_bytes: MIB,
+        ..quiet()
+    });
+    let span = h.alloc_pages(4 * MIB / PAGE_SIZE, PAGE_SIZE).unwrap().span;
+    // The third release (the third 1 MiB step) fails.
+    h.with_source(|s| {
+        s.set_release_faults(true);
+        s.set_plan(FaultPlan::FailNth(2));
+    });
+    // SAFETY: a live span, not used again.
+    unsafe { h.free_span(span) };
+    let st = h.check_invariants();
+    let released = h.with_source(|s| s.inner().counters().released_bytes);
+    assert_eq!(st.scavenged, released, "heap and source disagree");
+    assert_eq!(
+        st.released,
+        2 * MIB,
+        "only the steps before the refusal count"
+    );
+    assert_eq!(st.free - st.released, 2 * MIB, "the rest stays dirty");
 }
 
 #[test]
