@@ -127,7 +127,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use mcentral::objects::{
-    carve, carve_batch, has_remote, join, list_len_tail, next_of, set_next, take_remote,
+    carve, carve_batch, has_remote, join, list_len_tail, next_of, prepend, set_next, take_remote,
 };
 use mcentral::{Centrals, SpanSource};
 use mheap::Span;
@@ -679,7 +679,7 @@ impl MCache {
                 }
                 let mut list = take_list(span);
                 if has_remote(span) {
-                    list = join(take_remote(span, 0), list).0;
+                    list = prepend(take_remote(span, 0), list);
                 }
                 if !list.is_null() {
                     return Some((span, list));

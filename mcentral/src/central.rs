@@ -49,8 +49,8 @@
 //! work does not lengthen the class's critical section.
 
 use crate::objects::{
-    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, has_remote, join, list_len_tail, push_remote,
-    push_remote_chain, set_next, take_remote, try_mark_full,
+    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, has_remote, join, list_len_tail, prepend,
+    push_remote, push_remote_chain, set_next, take_remote, try_mark_full,
 };
 use crate::source::SpanSource;
 use core::ptr;
@@ -259,7 +259,8 @@ impl<SS: SpanSource> Centrals<SS> {
                 // SAFETY: as above.
                 o.nfree.with_mut(|p| unsafe { *p = 0 });
                 // SAFETY: both lists are free objects of the span we own.
-                let (free, _) = unsafe { join(local, remote) };
+                // Only the remote frees are walked, not the span's list.
+                let free = unsafe { prepend(remote, local) };
                 return Some(Grant { span, free });
             }
         }
@@ -290,10 +291,8 @@ impl<SS: SpanSource> Centrals<SS> {
         unsafe {
             let (old, old_n) = (o.free.with(|p| *p), o.nfree.with(|p| *p) as usize);
             if !old.is_null() {
-                let (h, m) = join(head, old);
-                debug_assert_eq!(m, n + old_n);
-                head = h;
-                n = m;
+                head = prepend(old, head);
+                n += old_n;
             }
             o.free.with_mut(|p| *p = head);
             o.nfree.with_mut(|p| *p = n as u32);

@@ -271,7 +271,28 @@ pub unsafe fn list_len_tail(head: *mut u8) -> (usize, *mut u8) {
     (n, tail)
 }
 
-/// Joins two lists (`a` first); returns the head and total length.
+/// Puts list `a` in front of list `b`; returns the head. Walks `a` only
+/// (to find its tail): `b` may be a span's long, cold free list that
+/// nothing needs counted.
+///
+/// # Safety
+///
+/// Both are lists of free objects the caller owns.
+pub unsafe fn prepend(a: *mut u8, b: *mut u8) -> *mut u8 {
+    if a.is_null() {
+        return b;
+    }
+    if !b.is_null() {
+        // SAFETY: caller's contract.
+        let (_, tail) = unsafe { list_len_tail(a) };
+        // SAFETY: `tail` is the last object of `a`.
+        unsafe { set_next(tail, b) };
+    }
+    a
+}
+
+/// Joins two lists (`a` first); returns the head and total length. Walks
+/// both.
 ///
 /// # Safety
 ///
