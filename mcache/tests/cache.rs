@@ -755,3 +755,71 @@ fn alloc_zeroed_skips_the_memset_only_for_never_used_objects() {
     cache.flush(&central);
     assert_eq!(heap.stats().in_use, 0);
 }
+
+/// A cache that frees a class without allocating it (a consumer) keeps a
+/// quarter of the stash; once it allocates the class again it gets the
+/// whole stash back. Every object keeps its pattern until it is freed.
+#[test]
+fn a_consumer_keeps_a_quarter_of_the_stash() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(128);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let full = (mcache::STASH_BYTES / size).clamp(2, 64);
+    let mut producer = MCache::new();
+    let mut consumer = MCache::new();
+    let mut made = 0u64;
+    let mut make = |producer: &mut MCache, n: usize| -> Vec<(*mut u8, u64)> {
+        (0..n)
+            .map(|_| {
+                let p = producer.alloc(class, &central);
+                assert!(!p.is_null());
+                made += 1;
+                // SAFETY: just allocated, ours.
+                unsafe { stamp(p, size, made) };
+                (p, made)
+            })
+            .collect()
+    };
+    // Frees `objs` through `cache`'s stash; returns the largest stash seen.
+    let consume = |cache: &mut MCache, objs: Vec<(*mut u8, u64)>| -> usize {
+        let mut most = 0;
+        for (p, tag) in objs {
+            // SAFETY: a live object of `class`, stamped with `tag`, freed
+            // once.
+            unsafe {
+                verify(p, size, tag);
+                cache.free_other(class, p, &central);
+            }
+            most = most.max(cache.stash_len(class));
+        }
+        most
+    };
+
+    // Up to the first overflow the stash has the whole cap; after it, a
+    // quarter.
+    let objs = make(&mut producer, full + 1);
+    assert_eq!(consume(&mut consumer, objs), full);
+    let objs = make(&mut producer, 20 * full);
+    let most = consume(&mut consumer, objs);
+    assert!(
+        most <= full / 4,
+        "a consumer's stash held {most} objects (a quarter of the cap is {})",
+        full / 4
+    );
+
+    // The consumer allocates the class once: at the next overflow the
+    // stash gets its whole cap back.
+    let own = consumer.alloc(class, &central);
+    assert!(!own.is_null());
+    let objs = make(&mut producer, 20 * full);
+    let most = consume(&mut consumer, objs);
+    assert_eq!(most, full, "the stash did not get its cap back");
+
+    // SAFETY: `own` is the consumer's, unused; freed once.
+    unsafe { consumer.free_other(class, own, &central) };
+    consumer.flush(&central);
+    producer.flush(&central);
+    drain(&central, class);
+    assert_eq!(heap.stats().in_use, 0, "spans left in use");
+}
