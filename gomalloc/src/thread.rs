@@ -185,6 +185,8 @@ struct Registry {
     /// Unused memory of the last span taken for records.
     carve: usize,
     carve_end: usize,
+    /// Whether that span came zeroed (fresh from the OS).
+    carve_zeroed: bool,
     /// Records owned by a live thread.
     live: usize,
     /// Bytes of the spans taken for records.
@@ -200,6 +202,7 @@ static REGISTRY: LeafMutex<Registry> = LeafMutex::new(Registry {
     free: ptr::null_mut(),
     carve: 0,
     carve_end: 0,
+    carve_zeroed: false,
     live: 0,
     span_bytes: 0,
 });
@@ -223,23 +226,26 @@ impl Registry {
         } else {
             let size = size_of::<Record>().next_multiple_of(align_of::<Record>());
             if reg.carve_end - reg.carve < size {
-                let span = HEAP.alloc_pages(RECORD_SPAN_PAGES, PAGE_SIZE).ok()?.span;
+                let fresh = HEAP.alloc_pages(RECORD_SPAN_PAGES, PAGE_SIZE).ok()?;
+                let span = fresh.span;
                 reg.carve = span.start();
                 reg.carve_end = span.end();
+                reg.carve_zeroed = fresh.zeroed;
                 reg.span_bytes += span.bytes();
             }
             let r = reg.carve as *mut Record;
             reg.carve += size;
-            // SAFETY: `r` is unused, aligned memory of a span we own.
+            // SAFETY: `r` is unused, aligned memory of a span we own, all
+            // zero if `carve_zeroed` (nothing was carved over it before).
+            // The cache on zeroed pages is not written (`init_at`): a thread
+            // touches the pages of the slots it uses only.
             unsafe {
-                r.write(Record {
-                    cache: MCache::new(),
-                    next_all: reg.all,
-                    next_free: ptr::null_mut(),
-                    live: AtomicBool::new(false),
-                    stocked: false,
-                })
-            };
+                MCache::init_at(&raw mut (*r).cache, reg.carve_zeroed);
+                (&raw mut (*r).next_all).write(reg.all);
+                (&raw mut (*r).next_free).write(ptr::null_mut());
+                (&raw mut (*r).live).write(AtomicBool::new(false));
+                (&raw mut (*r).stocked).write(false);
+            }
             reg.all = r;
             r
         };

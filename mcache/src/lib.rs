@@ -360,7 +360,9 @@ struct Slot {
     stash_len: u32,
     /// The stash's cap now: the class's `STASH_CAP`, or a quarter of it
     /// while the thread frees the class without allocating it (see
-    /// `MCache::stash_overflow`).
+    /// `MCache::stash_overflow`); 0 until the first push sets it, so that
+    /// an empty cache is all zero bytes (a record on fresh pages needs no
+    /// writes, and a `static` one sits in `.bss`).
     stash_cap: u32,
     /// Allocations and frees by this thread. Written only by the owning
     /// thread (load + store, not read-modify-write: no atomic cost on the
@@ -374,27 +376,12 @@ struct Slot {
     allocs_mark: u32,
 }
 
-/// The slots of a new cache: all empty, each with its class's stash cap.
-#[expect(
-    clippy::declare_interior_mutable_const,
-    reason = "a template copied into each new cache, never shared"
-)]
-const EMPTY_SLOTS: [Slot; NUM_CLASSES] = {
-    let mut slots = [const { Slot::empty(0) }; NUM_CLASSES];
-    let mut class = 1;
-    while class < NUM_CLASSES {
-        slots[class] = Slot::empty(class);
-        class += 1;
-    }
-    slots
-};
-
 // The fast paths index `slots` by class: at 120 bytes the index is two
 // instructions cheaper than at 136 (see `SpanList`).
 const _: () = assert!(size_of::<Slot>() == 120);
 
 impl Slot {
-    const fn empty(class: usize) -> Slot {
+    const fn empty() -> Slot {
         Slot {
             free: ptr::null_mut(),
             start: 0,
@@ -402,7 +389,7 @@ impl Slot {
             span: ptr::null(),
             stash: ptr::null_mut(),
             stash_len: 0,
-            stash_cap: STASH_CAP[class],
+            stash_cap: 0,
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             partial: SpanList::new(),
@@ -561,9 +548,25 @@ impl MCache {
     /// An empty cache: it owns no span.
     pub const fn new() -> Self {
         Self {
-            slots: EMPTY_SLOTS,
+            slots: [const { Slot::empty() }; NUM_CLASSES],
             id: 0,
             trim_epoch: 0,
+        }
+    }
+
+    /// Makes `*p` an empty cache. Memory known to read as zero (`zeroed`)
+    /// is left alone: an empty cache is all zero bytes (a unit test holds
+    /// it to that), so a cache made on fresh pages touches none of them
+    /// until it is used (about 10 KiB per thread otherwise).
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for writes and aligned for an `MCache`; with `zeroed`,
+    /// every byte of `*p` reads as zero.
+    pub unsafe fn init_at(p: *mut MCache, zeroed: bool) {
+        if !zeroed {
+            // SAFETY: caller's contract.
+            unsafe { p.write(MCache::new()) };
         }
     }
 
@@ -913,7 +916,7 @@ impl MCache {
     }
 
     /// The stash of `class` is over its cap: sets the cap for what comes
-    /// next and drains the stash. A thread that has freed the class
+    /// next and drains the stash (on the first push, only sets it). A thread that has freed the class
     /// without allocating any since the last overflow (a consumer of what
     /// others allocate) gets a quarter of the cap: its stash would only hold
     /// the objects back from their owners. One that allocates the class
@@ -927,6 +930,12 @@ impl MCache {
     #[inline(never)]
     fn stash_overflow<C: Central>(&mut self, class: usize, central: &C) {
         let slot = &mut self.slots[class];
+        if slot.stash_cap == 0 {
+            // The first push since the cache was made or flushed: the
+            // whole cap, nothing to drain yet.
+            slot.stash_cap = STASH_CAP[class];
+            return;
+        }
         let allocs = slot.allocs.load(Relaxed) as u32;
         slot.stash_cap = if allocs == slot.allocs_mark {
             (STASH_CAP[class] / 4).max(2)
@@ -1083,7 +1092,7 @@ impl MCache {
             }
             let (span, free) = (slot.span, slot.free);
             let (mut partial, mut full) = (slot.partial.head, slot.full.head);
-            *slot = Slot::empty(class);
+            *slot = Slot::empty();
             if !span.is_null() {
                 #[cfg(gomalloc_loom_broken = "flush")]
                 // Broken on purpose: drops the free list on the floor.
@@ -1242,5 +1251,27 @@ impl MCache {
             p = unsafe { next_of(p) };
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `init_at` skips zeroed memory, so an empty cache must be all zero
+    /// bytes (`Slot` and `MCache` have no padding: `Slot`'s size is
+    /// asserted, and the rest are words).
+    #[test]
+    fn an_empty_cache_is_all_zero_bytes() {
+        let c = MCache::new();
+        // SAFETY: `c` is a live, fully initialised value without padding,
+        // read as bytes for its size.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(ptr::from_ref(&c).cast::<u8>(), size_of::<MCache>())
+        };
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "an empty cache has non-zero bytes"
+        );
     }
 }
