@@ -190,7 +190,9 @@ fn alloc_small_slow(class: usize) -> *mut u8 {
     with_cache(|cache| cache.alloc(class, &CENTRAL))
 }
 
-/// Frees `ptr`, an object of `class`.
+/// Frees `ptr`, an object of `class`: onto the stash from 64 bytes (no
+/// bounds test: see the crate docs, "Free"), else onto the current span's
+/// list when it lies there.
 ///
 /// # Safety
 ///
@@ -200,6 +202,12 @@ fn alloc_small_slow(class: usize) -> *mut u8 {
 #[cfg_attr(feature = "hardened", allow(dead_code))] // hardened: `free_small_in`
 pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
     if let Some(cache) = current() {
+        if class >= mcache::FIRST_STASH_CLASS {
+            // SAFETY: caller's contract.
+            unsafe { cache.free_other(class, ptr, &CENTRAL) };
+            safe_point();
+            return;
+        }
         // SAFETY: caller's contract.
         if unsafe { cache.free_local(class, ptr) } {
             return;
