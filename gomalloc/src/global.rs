@@ -255,7 +255,7 @@ pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u
     if let Some(cache) = current() {
         // SAFETY: caller's contract.
         unsafe {
-            if cache.free_local(class, ptr) {
+            if class < mcache::FIRST_STASH_CLASS && cache.free_local(class, ptr) {
                 return;
             }
             cache.free_other_in(class, span, ptr, &CENTRAL);

@@ -72,8 +72,7 @@
 //!
 //! The C ABI (`gomalloc-capi`, through [`raw`]) frees without a layout: it
 //! walks the page map with every check first, aborts on a pointer that is
-//! not the start of a live object, then takes the same steps (testing the
-//! current span's bounds first for every class: it has the span already).
+//! not the start of a live object, then takes the same steps.
 //!
 //! ## Threads
 //!
