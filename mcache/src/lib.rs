@@ -964,6 +964,28 @@ impl MCache {
         slot.stash = ptr::null_mut();
         slot.stash_len = 0;
         while !p.is_null() {
+            // A run of objects of the current span (every free of 64 bytes
+            // and more comes through the stash, see `gomalloc`'s "Free")
+            // goes onto the current list whole, found by the slot's bounds
+            // with no page-map walk: its own links, one write at its tail.
+            let slot = &mut self.slots[class];
+            let (start, len) = (slot.start, slot.end - slot.start);
+            if (p as usize).wrapping_sub(start) < len {
+                let mut tail = p;
+                // SAFETY: stash objects are free objects only this cache
+                // holds; `p..=tail` are of our current span.
+                unsafe {
+                    let mut next = next_of(p);
+                    while !next.is_null() && (next as usize).wrapping_sub(start) < len {
+                        tail = next;
+                        next = next_of(next);
+                    }
+                    set_next(tail, slot.free);
+                    slot.free = p;
+                    p = next;
+                }
+                continue;
+            }
             // SAFETY: `p` is still allocated as far as its span knows.
             let span = unsafe { central.span_of(p) };
             let owner = span.objects.owner.load(Relaxed);
