@@ -203,9 +203,12 @@ fn alloc_small_slow(class: usize) -> *mut u8 {
 pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
     if let Some(cache) = current() {
         if class >= mcache::FIRST_STASH_CLASS {
+            // A safe point only when the free took a slow path (an
+            // overflow of the stash): not a load and a branch on every free.
             // SAFETY: caller's contract.
-            unsafe { cache.free_other(class, ptr, &CENTRAL) };
-            safe_point();
+            if unsafe { cache.free_other(class, ptr, &CENTRAL) } {
+                safe_point();
+            }
             return;
         }
         // SAFETY: caller's contract.
@@ -232,8 +235,9 @@ pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
 unsafe fn free_small_nonlocal(cache: &mut mcache::MCache, class: usize, ptr: *mut u8) {
     // SAFETY: `ptr` is a live object of `class` gomalloc handed out
     // (GlobalAlloc's contract).
-    unsafe { cache.free_other(class, ptr, &CENTRAL) };
-    safe_point();
+    if unsafe { cache.free_other(class, ptr, &CENTRAL) } {
+        safe_point();
+    }
 }
 
 /// Frees `ptr`, an object of `span` of class `class` whose span the caller
@@ -258,9 +262,10 @@ pub(crate) unsafe fn free_small_in(span: &mheap::Span, class: usize, ptr: *mut u
             if class < mcache::FIRST_STASH_CLASS && cache.free_local(class, ptr) {
                 return;
             }
-            cache.free_other_in(class, span, ptr, &CENTRAL);
+            if cache.free_other_in(class, span, ptr, &CENTRAL) {
+                safe_point();
+            }
         }
-        safe_point();
         return;
     }
     // SAFETY: caller's contract.

@@ -858,12 +858,22 @@ impl MCache {
     /// thread's objects (passive false sharing: measured 3-4x slower on the
     /// cache-scratch workload at 2 and 8 threads).
     ///
+    /// Returns whether the free took a slow path (the stash overflowed, or
+    /// the object went to another thread's span): a caller that has work to
+    /// do at such points (`gomalloc` starts its background thread there)
+    /// need not look on every free.
+    ///
     /// # Safety
     ///
     /// `ptr` is an allocated object of `class` of a span of `central`'s
     /// source, not used afterwards.
     #[inline]
-    pub unsafe fn free_other<C: Central>(&mut self, class: usize, ptr: *mut u8, central: &C) {
+    pub unsafe fn free_other<C: Central>(
+        &mut self,
+        class: usize,
+        ptr: *mut u8,
+        central: &C,
+    ) -> bool {
         if class < FIRST_STASH_CLASS {
             // SAFETY: `ptr` is an allocated object of a live span of
             // `central`'s source (caller).
@@ -876,7 +886,7 @@ impl MCache {
     }
 
     /// [`free_other`](Self::free_other) for a caller that already knows the
-    /// object's span (the C ABI's checked free).
+    /// object's span (the C ABI's checked free); returns the same.
     ///
     /// # Safety
     ///
@@ -889,7 +899,7 @@ impl MCache {
         span: &Span,
         ptr: *mut u8,
         central: &C,
-    ) {
+    ) -> bool {
         if class >= FIRST_STASH_CLASS || span.objects.owner.load(Relaxed) == self.id {
             // SAFETY: caller's contract.
             return unsafe { self.stash(class, ptr, central) };
@@ -898,16 +908,18 @@ impl MCache {
         // SAFETY: caller's contract; `span` is not ours. (The owner test is
         // policy only: a stash may hold any object, so a cache whose id is
         // still 0 meeting an unowned span is harmless.)
-        unsafe { central.free_remote(span, ptr) }
+        unsafe { central.free_remote(span, ptr) };
+        true
     }
 
-    /// Pushes `ptr` onto the stash of `class`, draining it past its cap.
+    /// Pushes `ptr` onto the stash of `class`, draining it past its cap;
+    /// returns whether it was past its cap.
     ///
     /// # Safety
     ///
     /// As for [`free_other`](Self::free_other).
     #[inline(always)]
-    unsafe fn stash<C: Central>(&mut self, class: usize, ptr: *mut u8, central: &C) {
+    unsafe fn stash<C: Central>(&mut self, class: usize, ptr: *mut u8, central: &C) -> bool {
         let slot = &mut self.slots[class];
         // SAFETY: `ptr` is free now, ours to link.
         unsafe { set_next(ptr, slot.stash) };
@@ -916,7 +928,9 @@ impl MCache {
         bump(&slot.frees);
         if slot.stash_len > slot.stash_cap {
             self.stash_overflow(class, central);
+            return true;
         }
+        false
     }
 
     /// The stash of `class` is over its cap: sets the cap for what comes
