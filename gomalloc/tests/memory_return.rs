@@ -20,21 +20,11 @@ use std::time::{Duration, Instant};
 static GLOBAL: GoMalloc = GoMalloc;
 
 mod common;
+mod rss;
 use common::{check, fill};
+use rss::rss;
 
 const MIB: usize = 1 << 20;
-
-/// Resident bytes of this process (second field of `/proc/self/statm`).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|f| f.parse().ok())
-        .expect("statm has a resident field");
-    // SAFETY: `sysconf` only reads a system constant.
-    pages * usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
-}
 
 /// An object the test owns: address (as usize, to cross threads), layout,
 /// pattern seed.
