@@ -47,7 +47,7 @@
 //! below 2^48, where the page map says every heap address lies (a forged or
 //! overwritten link, which decodes to a random word, passes with
 //! probability 2^-19), and the thread cache's pop also checks that it lies
-//! inside the current span ([`check_link_in`]: it passes with probability
+//! inside the current span (`check_link_in`: it passes with probability
 //! span bytes / 2^64); a failed check aborts through `mheap::fatal` with
 //! [`CORRUPT_LINK`] before the bad pointer is ever handed out.
 //!

@@ -384,10 +384,10 @@ impl<S: PageSource> MHeap<S> {
     /// start: a shrink gives the tail back to the heap, a growth takes the
     /// pages from a free span right after it. Returns whether it happened
     /// (`false` when the neighbour is not free or too small, or memory for
-    /// the change could not be had, or when a growth to
-    /// [`DIRTY_FIRST_PAGES`] or more would take released pages while a
-    /// dirty free span could hold the whole span, where an allocation of
-    /// that size would go); on `false` nothing changed.
+    /// the change could not be had, or when a growth to 1 MiB or more
+    /// would take released pages while a dirty free span could hold the
+    /// whole span, where an allocation of that size would go); on `false`
+    /// nothing changed.
     ///
     /// # Safety
     ///

@@ -71,7 +71,7 @@ pub struct Span {
     /// spans (its first page released) rather than of dirty ones. Heap
     /// lock.
     pub(crate) clean: UnsafeCell<bool>,
-    /// The object tiers' state of a small-object span (see [`SpanObjects`]).
+    /// The object tiers' state of a small-object span (see `SpanObjects`).
     pub objects: SpanObjects,
 }
 
