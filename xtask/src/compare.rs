@@ -1066,6 +1066,23 @@ mod tests {
         cmd
     }
 
+    /// `measure` of a shell script, with a 30 s timeout and no RSS file.
+    fn run_sh(
+        script: &str,
+        config: &Config,
+        key: (usize, usize, u32),
+        expected: &mut Option<(String, Vec<u8>)>,
+    ) -> (Run, String) {
+        measure(
+            &mut sh(script),
+            config,
+            key,
+            expected,
+            Duration::from_secs(30),
+            None,
+        )
+    }
+
     #[test]
     fn measure_checks_rust_results() {
         let config = Config {
@@ -1080,68 +1097,40 @@ mod tests {
                 "echo workload=larson threads={threads} size=100 ops=500 elapsed_ns=2500000 checksum={sum}"
             )
         };
-        let timeout = Duration::from_secs(30);
         let mut expected = None;
-        let (run, _) = measure(
-            &mut sh(&line(2, "00000000000000aa")),
+        let (run, _) = run_sh(
+            &line(2, "00000000000000aa"),
             &config,
             (0, 1, 1),
             &mut expected,
-            timeout,
-            None,
         );
         assert_eq!(run.status, Status::Ok);
         assert_eq!(run.elapsed_s, Some(0.0025));
         assert_eq!(run.ops, Some(500));
         assert!(run.peak_rss_kib.is_some());
         assert_eq!(expected.as_ref().unwrap().0, "00000000000000aa");
-        let (run, detail) = measure(
-            &mut sh(&line(2, "00000000000000bb")),
+        let (run, detail) = run_sh(
+            &line(2, "00000000000000bb"),
             &config,
             (0, 2, 1),
             &mut expected,
-            timeout,
-            None,
         );
         assert_eq!(run.status, Status::Mismatch);
         assert!(detail.contains("00000000000000bb"), "{detail}");
-        let (run, detail) = measure(
-            &mut sh(&line(8, "00000000000000aa")),
+        let (run, detail) = run_sh(
+            &line(8, "00000000000000aa"),
             &config,
             (0, 2, 1),
             &mut expected,
-            timeout,
-            None,
         );
         assert_eq!(run.status, Status::BadOutput);
         assert!(detail.contains("threads=8"), "{detail}");
-        let (run, detail) = measure(
-            &mut sh("echo bad >&2; exit 101"),
-            &config,
-            (0, 2, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, detail) = run_sh("echo bad >&2; exit 101", &config, (0, 2, 1), &mut expected);
         assert_eq!(run.status, Status::Exit(101));
         assert_eq!(detail, "bad");
-        let (run, _) = measure(
-            &mut sh("echo nothing"),
-            &config,
-            (0, 2, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, _) = run_sh("echo nothing", &config, (0, 2, 1), &mut expected);
         assert_eq!(run.status, Status::BadOutput);
-        let (run, _) = measure(
-            &mut sh("kill -9 $$"),
-            &config,
-            (0, 2, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, _) = run_sh("kill -9 $$", &config, (0, 2, 1), &mut expected);
         assert_eq!(run.status, Status::Signal(9));
     }
 
@@ -1159,18 +1148,15 @@ mod tests {
                 "echo workload=idle-return threads=2 size={size} ops=2000000 elapsed_ns=400000000 checksum=00000000000000aa peak_rss_kib=330000{extra}"
             )
         };
-        let timeout = Duration::from_secs(30);
         let mut expected = None;
-        let (run, detail) = measure(
-            &mut sh(&line(
+        let (run, detail) = run_sh(
+            &line(
                 300,
                 " rss_freed_kib=320000 rss_idle_kib=60000 rss_trim_kib=3000",
-            )),
+            ),
             &config,
             (0, 0, 1),
             &mut expected,
-            timeout,
-            None,
         );
         assert_eq!(run.status, Status::Ok, "{detail}");
         assert_eq!(run.elapsed_s, Some(0.4));
@@ -1184,33 +1170,17 @@ mod tests {
             })
         );
         // Its checksum is compared, not its whole output.
-        let (run, _) = measure(
-            &mut sh(&line(300, "")),
-            &config,
-            (0, 1, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, _) = run_sh(&line(300, ""), &config, (0, 1, 1), &mut expected);
         assert_eq!(run.status, Status::Ok);
         assert_eq!(run.retained, None);
-        let (run, detail) = measure(
-            &mut sh(&line(1200, "")),
-            &config,
-            (0, 1, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, detail) = run_sh(&line(1200, ""), &config, (0, 1, 1), &mut expected);
         assert_eq!(run.status, Status::BadOutput);
         assert!(detail.contains("size=1200"), "{detail}");
-        let (run, _) = measure(
-            &mut sh("echo idle_return: object 7 corrupt >&2; kill -6 $$"),
+        let (run, _) = run_sh(
+            "echo idle_return: object 7 corrupt >&2; kill -6 $$",
             &config,
             (0, 1, 1),
             &mut expected,
-            timeout,
-            None,
         );
         assert_eq!(run.status, Status::Signal(6));
     }
@@ -1224,39 +1194,17 @@ mod tests {
             scaling: false,
             source: Source::Program(programs::Program::Python),
         };
-        let timeout = Duration::from_secs(30);
         let mut expected = None;
-        let (run, _) = measure(
-            &mut sh("echo 1 2; echo 3"),
-            &config,
-            (1, 1, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, _) = run_sh("echo 1 2; echo 3", &config, (1, 1, 1), &mut expected);
         assert_eq!(run.status, Status::Ok);
         assert!(run.elapsed_s.is_some_and(|s| s > 0.0));
         assert_eq!(
             run.checksum.as_deref(),
             Some(programs::digest(b"1 2\n3\n").as_str())
         );
-        let (run, _) = measure(
-            &mut sh("echo 1 2; echo 3"),
-            &config,
-            (1, 0, 1),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, _) = run_sh("echo 1 2; echo 3", &config, (1, 0, 1), &mut expected);
         assert_eq!(run.status, Status::Ok);
-        let (run, detail) = measure(
-            &mut sh("echo 1 2; echo 4"),
-            &config,
-            (1, 0, 2),
-            &mut expected,
-            timeout,
-            None,
-        );
+        let (run, detail) = run_sh("echo 1 2; echo 4", &config, (1, 0, 2), &mut expected);
         assert_eq!(run.status, Status::Mismatch);
         assert_eq!(detail, "line 2: expected \"3\", got \"4\"");
     }
