@@ -128,7 +128,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use mcentral::objects::{
-    carve, carve_batch, has_remote, join, list_len_tail, next_of, prepend, set_next, take_remote,
+    absorb_remote, carve, carve_batch, has_remote, join, next_of, prepend, set_next, take_remote,
 };
 use mcentral::{Centrals, SpanSource};
 use mheap::Span;
@@ -440,28 +440,18 @@ unsafe fn wholly_free(s: &Span) -> bool {
 ///
 /// The cache owns `s`, which is not its current span.
 unsafe fn collect_remote(s: &Span) -> u32 {
-    let o = &s.objects;
-    if has_remote(s) {
-        #[cfg(gomalloc_loom_broken = "trim")]
-        // Broken on purpose: collects the stack leaving `IN_CENTRAL` set,
-        // as the central list's full state, so the next remote free into
-        // this cache's span notifies a central list it is not on.
-        let remote = take_remote(s, mcentral::objects::IN_CENTRAL);
-        #[cfg(not(gomalloc_loom_broken = "trim"))]
-        let remote = take_remote(s, 0);
-        // SAFETY: the taken stack is a list of free objects of our span.
-        let (n, tail) = unsafe { list_len_tail(remote) };
-        if n > 0 {
-            // SAFETY: owner-guarded fields; `tail` ends the taken list.
-            unsafe {
-                set_next(tail, o.free.with(|p| *p));
-                o.free.with_mut(|p| *p = remote);
-                o.nfree.with_mut(|p| *p += n as u32);
-            }
-        }
+    #[cfg(gomalloc_loom_broken = "trim")]
+    // Broken on purpose: collects the stack leaving `IN_CENTRAL` set, as
+    // the central list's full state, so the next remote free into this
+    // cache's span notifies a central list it is not on.
+    let flags = mcentral::objects::IN_CENTRAL;
+    #[cfg(not(gomalloc_loom_broken = "trim"))]
+    let flags = 0;
+    // SAFETY: the cache owns `s` and its list (caller).
+    unsafe {
+        absorb_remote(s, flags);
+        s.objects.nfree.with(|p| *p)
     }
-    // SAFETY: owner-guarded field.
-    unsafe { o.nfree.with(|p| *p) }
 }
 
 /// Takes an owned span's own free list, leaving it empty.

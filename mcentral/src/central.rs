@@ -49,8 +49,8 @@
 //! work does not lengthen the class's critical section.
 
 use crate::objects::{
-    FLAGS, IN_CENTRAL, NOTIFIED, carve_batch, has_remote, join, list_len_tail, prepend,
-    push_remote, push_remote_chain, set_next, take_remote, try_mark_full,
+    FLAGS, IN_CENTRAL, NOTIFIED, absorb_remote, carve_batch, join, list_len_tail, prepend,
+    push_remote, push_remote_chain, take_remote, try_mark_full,
 };
 use crate::source::SpanSource;
 use core::ptr;
@@ -405,27 +405,15 @@ impl<SS: SpanSource> Centrals<SS> {
                 let o = &span.objects;
                 // SAFETY: the lock guards the links of listed spans.
                 s = o.next.with(|p| unsafe { *p });
-                if has_remote(span) {
-                    #[cfg(gomalloc_loom_broken = "sweep")]
-                    // Broken on purpose: takes the stack leaving only
-                    // `IN_CENTRAL` (the full-list state), so the next remote
-                    // free notifies a span that is on the partial list.
-                    let remote = take_remote(span, IN_CENTRAL);
-                    #[cfg(not(gomalloc_loom_broken = "sweep"))]
-                    let remote = take_remote(span, IN_CENTRAL | NOTIFIED);
-                    // SAFETY: the taken stack is a list of free objects of
-                    // the span, which the central list owns (lock held).
-                    let (n, tail) = unsafe { list_len_tail(remote) };
-                    if n > 0 {
-                        // SAFETY: as above; `tail` ends the taken list, and
-                        // the lock guards the span's own list.
-                        unsafe {
-                            set_next(tail, o.free.with(|p| *p));
-                            o.free.with_mut(|p| *p = remote);
-                            o.nfree.with_mut(|p| *p += n as u32);
-                        }
-                    }
-                }
+                #[cfg(gomalloc_loom_broken = "sweep")]
+                // Broken on purpose: takes the stack leaving only
+                // `IN_CENTRAL` (the full-list state), so the next remote
+                // free notifies a span that is on the partial list.
+                let flags = IN_CENTRAL;
+                #[cfg(not(gomalloc_loom_broken = "sweep"))]
+                let flags = IN_CENTRAL | NOTIFIED;
+                // SAFETY: the central list owns the span (lock held).
+                unsafe { absorb_remote(span, flags) };
                 // SAFETY: lock held.
                 let (nfree, carved) = unsafe {
                     (

@@ -271,6 +271,31 @@ pub unsafe fn list_len_tail(head: *mut u8) -> (usize, *mut u8) {
     (n, tail)
 }
 
+/// Takes the remote stack of `span`, leaving `flags` in its word, and puts
+/// it in front of the span's own free list, counted in `nfree`.
+///
+/// # Safety
+///
+/// The caller owns the span's own list: it is the span's owner (a cache),
+/// or the central list that holds it, under that list's lock.
+pub unsafe fn absorb_remote(span: &Span, flags: usize) {
+    if !has_remote(span) {
+        return;
+    }
+    let o = &span.objects;
+    let remote = take_remote(span, flags);
+    // SAFETY: the taken stack is a list of free objects of the span.
+    let (n, tail) = unsafe { list_len_tail(remote) };
+    if n > 0 {
+        // SAFETY: the caller owns the span's list; `tail` ends the taken one.
+        unsafe {
+            set_next(tail, o.free.with(|p| *p));
+            o.free.with_mut(|p| *p = remote);
+            o.nfree.with_mut(|p| *p += n as u32);
+        }
+    }
+}
+
 /// Puts list `a` in front of list `b`; returns the head. Walks `a` only
 /// (to find its tail): `b` may be a span's long, cold free list that
 /// nothing needs counted.
