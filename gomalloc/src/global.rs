@@ -222,10 +222,11 @@ pub(crate) unsafe fn free_small(ptr: *mut u8, class: usize) {
     unsafe { free_small_orphan(ptr) }
 }
 
-/// A free whose object is not in the current span of the thread's cache:
-/// into the cache's stash of the class (no page-map walk). Not `#[cold]`:
-/// a thread freeing what it allocated a span ago, or what another thread
-/// allocated, takes it often.
+/// A free of an object under 64 bytes that is not in the current span of
+/// the thread's cache: the page map gives its span, then the cache's stash
+/// if the cache owns that span, else the span's remote stack
+/// (`MCache::free_other`). Not `#[cold]`: a thread freeing what it
+/// allocated a span ago, or what another thread allocated, takes it often.
 ///
 /// # Safety
 ///
