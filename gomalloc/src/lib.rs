@@ -15,6 +15,7 @@
 //! mcache     per-thread cache: current span and free list per class
 //!    │        (trait Central: where spans come from / go back to)
 //! mcentral   per-class central span lists, one cache-padded lock per class;
+//!    │        each class's shared span (a thread's first objects of a class);
 //!    │        the remote-free protocol on each span
 //!    │        (trait SpanSource: fresh spans, and a sink for empty ones)
 //! mheap      page heap: spans, coalescing, page→span map, release to the OS

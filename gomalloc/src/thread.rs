@@ -221,6 +221,7 @@ impl Registry {
             unsafe {
                 reg.free = (*r).next_free;
                 (*r).stocked = false;
+                (*r).cache.new_thread();
             }
             r
         } else {

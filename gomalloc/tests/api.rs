@@ -347,6 +347,18 @@ fn alloc_zeroed_small_returns_zeroed_dirty_memory() {
         let size = SIZE_CLASSES.size_of_class(class);
         for &(sz, align) in &[(size, 8usize), (size.div_ceil(2), 1)] {
             let l = layout(sz, align);
+            // Past its first refills of the class (from the class's shared
+            // span, where another test's thread could take the objects this
+            // one frees), so that its frees stay its own.
+            let warm: Vec<*mut u8> = (0..40)
+                // SAFETY: non-zero size.
+                .map(|_| unsafe { alloc(l) })
+                .collect();
+            for p in warm {
+                assert!(!p.is_null());
+                // SAFETY: live with layout `l`.
+                unsafe { dealloc(p, l) };
+            }
             // Dirty a batch of objects of the class, free them, then ask for
             // zeroed ones: the same memory comes back (LIFO free list) and
             // must read as zero.

@@ -52,7 +52,18 @@
 //!    so pages are touched as they are used; once it is exhausted, it is
 //!    filed as full. Beyond [`MAX_FULL`] full spans, the oldest goes back
 //!    to the central list, which watches it for remote frees.
-//! 4. A span from the central list.
+//! 4. While the thread has refilled the class fewer than
+//!    [`SHARED_REFILLS`] times: a few objects (about
+//!    [`SHARED_BATCH_BYTES`]) of the class's *shared span*, which no cache
+//!    owns ([`Central::take_batch`]), into the stash. A thread that
+//!    allocates a little of many classes (a short-lived thread, a thread
+//!    pool's idle worker) so holds no span, and no page, of its own for
+//!    them: at 8 threads of the churn workload, each allocating 100 objects
+//!    over some 30 classes, a page per class per thread was most of the
+//!    heap's resident memory.
+//! 5. A span from the central list: its shared span first (the one the
+//!    batches came from, so a thread that outgrows them goes on in the
+//!    pages it touched), else a partial one, else a fresh one.
 //!
 //! A partial span whose objects are all free counts as *empty*; beyond
 //! [`MAX_EMPTY_BYTES`] of them per class, one goes back to the central
@@ -114,13 +125,18 @@
 //!
 //! let p = cache.alloc(class, &central);
 //! assert!(!p.is_null());
-//! // SAFETY: `p` is a live 48-byte object of this cache's current span.
+//! // The cache's first objects of a class come from the class's shared
+//! // span: it owns no span of the class yet.
+//! assert!(cache.current_span(class).is_none());
+//! // SAFETY: `p` is a live 48-byte object of `class`, freed once.
 //! unsafe {
 //!     p.write_bytes(0xAB, 48);
-//!     assert!(cache.free_local(class, p));
+//!     assert!(!cache.free_local(class, p)); // not in a span it owns
+//!     cache.free_other(class, p, &central); // into its stash
 //! }
-//! cache.flush(&central);
-//! assert_eq!(heap.stats().in_use, 0); // the wholly free span went back
+//! cache.flush(&central); // the stash goes back to the shared span
+//! central.sweep_all(); // which is wholly free: back to the heap
+//! assert_eq!(heap.stats().in_use, 0);
 //! ```
 
 #![warn(unsafe_op_in_unsafe_fn, missing_docs)]
@@ -167,6 +183,35 @@ pub const STASH_MIN_SIZE: usize = 64;
 /// The first class whose objects may go to a stash.
 pub const FIRST_STASH_CLASS: usize = sizeclass::SIZE_CLASSES.class_of(STASH_MIN_SIZE);
 
+/// Refills of a class a thread cache serves from the class's shared span
+/// ([`Central::take_batch`]) before it takes a span of its own: a thread
+/// that allocates a few objects of a class shares the pages of that class
+/// with every other such thread instead of holding a page of its own per
+/// class (see "Refill" in the crate docs).
+pub const SHARED_REFILLS: u8 = 4;
+
+/// Bytes of objects one refill from the shared span brings (at least one
+/// object, at most 8).
+pub const SHARED_BATCH_BYTES: usize = 1024;
+
+/// Objects per shared refill, per class.
+const SHARED_BATCH: [u8; NUM_CLASSES] = {
+    let mut n = [0u8; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let k = SHARED_BATCH_BYTES / sizeclass::SIZE_CLASSES.size_of_class(c);
+        n[c] = if k < 1 {
+            1
+        } else if k > 8 {
+            8
+        } else {
+            k as u8
+        };
+        c += 1;
+    }
+    n
+};
+
 /// How many objects the stash of each class holds at most:
 /// [`STASH_BYTES`] worth, at least 2 and at most 64.
 const STASH_CAP: [u32; NUM_CLASSES] = {
@@ -192,7 +237,9 @@ const STASH_CAP: [u32; NUM_CLASSES] = {
 ///
 /// `cache_span` hands out a span of the asked class that nobody else owns
 /// until it is given back with `uncache_span`; the free list that comes with
-/// it holds free objects of that span only.
+/// it holds free objects of that span only. `take_batch` hands out free
+/// objects of the asked class that nobody else holds, of a span the caller
+/// does not own.
 pub unsafe trait Central {
     /// A span of `class` with objects to give, and its free objects (null:
     /// carve), or `None` when out of memory.
@@ -221,6 +268,12 @@ pub unsafe trait Central {
     /// Every object of the chain is an allocated object of `span`, not used
     /// afterwards.
     unsafe fn free_remote_chain(&self, span: &Span, head: *mut u8, tail: *mut u8);
+
+    /// Up to `max` (at least 1) free objects of `class` from a span no
+    /// cache owns, linked, and how many; `(null, 0)` when out of memory.
+    /// Frees of these objects go through the span's remote stack (or a
+    /// stash), as for any span the cache does not own.
+    fn take_batch(&self, class: usize, max: usize) -> (*mut u8, usize);
 
     /// Receives the counters of a cache that flushes.
     fn add_counts(&self, class: usize, allocs: u64, frees: u64);
@@ -256,6 +309,11 @@ unsafe impl<SS: SpanSource> Central for Centrals<SS> {
     unsafe fn free_remote_chain(&self, span: &Span, head: *mut u8, tail: *mut u8) {
         // SAFETY: caller's contract.
         unsafe { Centrals::free_remote_chain(self, span, head, tail) }
+    }
+
+    #[inline]
+    fn take_batch(&self, class: usize, max: usize) -> (*mut u8, usize) {
+        Centrals::take_batch(self, class, max)
     }
 
     fn add_counts(&self, class: usize, allocs: u64, frees: u64) {
@@ -525,6 +583,9 @@ pub struct MCache {
     id: usize,
     /// The [`TRIM_EPOCH`] this cache last trimmed at.
     trim_epoch: u64,
+    /// Refills served from each class's shared span since the cache was
+    /// made, flushed or handed to a new thread (up to [`SHARED_REFILLS`]).
+    shared_refills: [u8; NUM_CLASSES],
 }
 
 // SAFETY: the cache owns its spans; it may move to another thread (e.g. a
@@ -545,6 +606,7 @@ impl MCache {
             slots: [const { Slot::empty() }; NUM_CLASSES],
             id: 0,
             trim_epoch: 0,
+            shared_refills: [0; NUM_CLASSES],
         }
     }
 
@@ -666,6 +728,23 @@ impl MCache {
             }
             // Exhausted.
             self.park_current(class, span, central);
+        }
+        // While the thread has allocated little of the class: a few objects
+        // of the class's shared span, into the stash (empty: `alloc` only
+        // refills when it is), owning no span.
+        if self.shared_refills[class] < SHARED_REFILLS {
+            let (list, n) = central.take_batch(class, SHARED_BATCH[class] as usize);
+            if n == 0 {
+                return ptr::null_mut();
+            }
+            self.shared_refills[class] += 1;
+            let slot = &mut self.slots[class];
+            debug_assert!(slot.stash.is_null());
+            // SAFETY: `list` is `n` free objects only this cache holds.
+            slot.stash = unsafe { next_of(list) };
+            slot.stash_len = n as u32 - 1;
+            bump(&slot.allocs);
+            return list;
         }
         // A span from the central list.
         let Some((span, mut list)) = central.cache_span(class) else {
@@ -924,9 +1003,10 @@ impl MCache {
     }
 
     /// The stash of `class` is over its cap: sets the cap for what comes
-    /// next and drains the stash (on the first push, only sets it). A thread that has freed the class
-    /// without allocating any since the last overflow (a consumer of what
-    /// others allocate) gets a quarter of the cap: its stash would only hold
+    /// next and drains the stash (on the first push, only sets it). A
+    /// thread that has freed the class without allocating any since the
+    /// last overflow, or ever (a consumer of what others allocate), gets a
+    /// quarter of the cap: its stash would only hold
     /// the objects back from their owners. One that allocates the class
     /// again gets the whole cap back, so a thread that re-uses what it
     /// frees (larson) keeps its stash. On xmalloc (medians of 9,
@@ -938,19 +1018,20 @@ impl MCache {
     #[inline(never)]
     fn stash_overflow<C: Central>(&mut self, class: usize, central: &C) {
         let slot = &mut self.slots[class];
-        if slot.stash_cap == 0 {
-            // The first push since the cache was made or flushed: the
-            // whole cap, nothing to drain yet.
-            slot.stash_cap = STASH_CAP[class];
-            return;
-        }
         let allocs = slot.allocs.load(Relaxed) as u32;
+        let first = slot.stash_cap == 0;
         slot.stash_cap = if allocs == slot.allocs_mark {
             (STASH_CAP[class] / 4).max(2)
         } else {
             STASH_CAP[class]
         };
         slot.allocs_mark = allocs;
+        if first {
+            // The first push since the cache was made or flushed (a thread
+            // that has not allocated the class gets the quarter cap from
+            // the start): nothing to drain yet.
+            return;
+        }
         self.drain_stash(class, central);
     }
 
@@ -1103,6 +1184,7 @@ impl MCache {
     /// the counters over (thread exit). The cache is empty afterwards and
     /// may be used again.
     pub fn flush<C: Central>(&mut self, central: &C) {
+        self.shared_refills = [0; NUM_CLASSES];
         for class in 1..NUM_CLASSES {
             #[cfg(not(gomalloc_loom_broken = "stash"))]
             if !self.slots[class].stash.is_null() {
@@ -1235,6 +1317,28 @@ impl MCache {
         } else {
             slot.free = list;
         }
+    }
+
+    /// Hands the cache, with whatever it still holds, to a new thread (a
+    /// record its exited thread left unflushed): the new thread starts its
+    /// classes on the shared spans again, as a fresh cache does, for those
+    /// it finds no span of.
+    pub fn new_thread(&mut self) {
+        self.shared_refills = [0; NUM_CLASSES];
+    }
+
+    /// Makes every class take spans of its own from its next refill on, as
+    /// if its shared refills were used up, until the cache flushes or goes
+    /// to a new thread: for a cache known to allocate much of whatever it
+    /// allocates, and for tests of span ownership.
+    pub fn skip_shared_refills(&mut self) {
+        self.shared_refills = [SHARED_REFILLS; NUM_CLASSES];
+    }
+
+    /// Refills of `class` served from the shared span since the cache was
+    /// made, flushed or handed to a new thread.
+    pub fn shared_refills(&self, class: usize) -> u8 {
+        self.shared_refills[class]
     }
 
     /// This cache's (allocations, frees) of `class` since it last flushed.

@@ -67,7 +67,8 @@ fn span_of<S: PageSource>(heap: &MHeap<S>, p: *mut u8) -> &Span {
 
 /// Gives every wholly free span left on the central lists back to the heap,
 /// through a scratch cache: each one is handed out, one object taken and
-/// freed, and the cache flushed.
+/// freed, and the cache flushed; then a sweep gives back the class's shared
+/// span if it is wholly free.
 fn drain<S: PageSource>(central: &Centrals<&MHeap<S>>, class: usize) {
     let mut scratch = MCache::new();
     for _ in 0..10_000 {
@@ -77,8 +78,13 @@ fn drain<S: PageSource>(central: &Centrals<&MHeap<S>>, class: usize) {
             "class {class}: a full span with every object freed"
         );
         if partial == 0 {
+            // And the class's shared span, if every object came home.
+            central.sweep(class);
             return;
         }
+        // Takes the span itself, not a batch of the shared span (a flush
+        // starts the shared refills over).
+        scratch.skip_shared_refills();
         let p = scratch.alloc(class, central);
         assert!(!p.is_null());
         // SAFETY: just allocated from the scratch cache's span.
@@ -194,6 +200,8 @@ fn local_frees_and_flush_give_everything_back_at_once() {
     let heap = heap(16);
     let central = Centrals::new(heap);
     let mut cache = MCache::new();
+    // Span ownership is what this test is about: no shared refills.
+    cache.skip_shared_refills();
     let mut objs = Vec::new();
     // Up to one span's worth of every class: each stays in its current
     // span, so every free is local.
@@ -238,12 +246,19 @@ fn local_frees_and_flush_give_everything_back_at_once() {
         assert_eq!((st.allocs, st.frees), (k, k));
         assert_eq!((st.spans_from_source, st.spans_to_source), (1, 1));
     }
-    // The cache works again after a flush.
-    let p = cache.alloc(class_of(100), &central);
+    // The cache works again after a flush, which starts its shared
+    // refills over: the object comes from the class's shared span.
+    let c100 = class_of(100);
+    let p = cache.alloc(c100, &central);
     assert!(!p.is_null());
-    // SAFETY: just allocated.
-    assert!(unsafe { cache.free_local(class_of(100), p) });
+    assert!(cache.current_span(c100).is_none() && cache.shared_refills(c100) == 1);
+    // SAFETY: just allocated; not in a span the cache owns.
+    unsafe {
+        assert!(!cache.free_local(c100, p));
+        cache.free_other(c100, p, &central);
+    }
     cache.flush(&central);
+    assert_eq!(central.sweep_all(), 1, "the shared span, wholly free");
     assert_eq!(heap.stats().in_use, 0);
 }
 
@@ -293,6 +308,8 @@ fn a_second_cache_on_another_thread_frees_remotely() {
         });
         // A: allocates, keeps a few, sends the rest; frees what B returns.
         let mut cache = MCache::new();
+        // A's local frees are about the spans it owns: no shared refills.
+        cache.skip_shared_refills();
         let mut batch = Vec::new();
         for i in 0..N {
             let class = classes[i % classes.len()];
@@ -437,6 +454,8 @@ fn out_of_memory_returns_null_and_recovers() {
     )));
     let central = Centrals::new(heap);
     let mut cache = MCache::new();
+    // Span ownership is what this test is about: no shared refills.
+    cache.skip_shared_refills();
     for class in [1, class_of(100), class_of(4096), class_of(32768)] {
         for _ in 0..3 {
             assert!(
@@ -523,6 +542,8 @@ fn out_of_memory_returns_null_and_recovers() {
     drain(&central, big);
     drain(&central, small);
     assert_eq!(heap.stats().in_use, 0);
+    // (The flush started the shared refills over.)
+    cache.skip_shared_refills();
     let p = cache.alloc(class_of(2048), &central);
     assert!(!p.is_null(), "memory freed is usable again");
     // SAFETY: ours, current span.
@@ -715,6 +736,8 @@ fn alloc_zeroed_skips_the_memset_only_for_never_used_objects() {
     let heap = heap(16);
     let central = Centrals::new(heap);
     let mut cache = MCache::new();
+    // Span ownership is what this test is about: no shared refills.
+    cache.skip_shared_refills();
     let class = class_of(48);
     let size = SIZE_CLASSES.size_of_class(class);
     let per_span = SIZE_CLASSES.objects_of_class(class);
@@ -757,8 +780,8 @@ fn alloc_zeroed_skips_the_memset_only_for_never_used_objects() {
 }
 
 /// A cache that frees a class without allocating it (a consumer) keeps a
-/// quarter of the stash; once it allocates the class again it gets the
-/// whole stash back. Every object keeps its pattern until it is freed.
+/// quarter of the stash, from its first free on; once it allocates the
+/// class it gets the whole stash back. Every object keeps its pattern until it is freed.
 #[test]
 fn a_consumer_keeps_a_quarter_of_the_stash() {
     let heap = heap(16);
@@ -796,10 +819,10 @@ fn a_consumer_keeps_a_quarter_of_the_stash() {
         most
     };
 
-    // Up to the first overflow the stash has the whole cap; after it, a
-    // quarter.
+    // A cache that has not allocated the class gets a quarter of the cap
+    // from its first push on.
     let objs = make(&mut producer, full + 1);
-    assert_eq!(consume(&mut consumer, objs), full);
+    assert_eq!(consume(&mut consumer, objs), full / 4);
     let objs = make(&mut producer, 20 * full);
     let most = consume(&mut consumer, objs);
     assert!(
@@ -821,5 +844,77 @@ fn a_consumer_keeps_a_quarter_of_the_stash() {
     consumer.flush(&central);
     producer.flush(&central);
     drain(&central, class);
+    // The first allocations' shared span.
+    central.sweep(class);
     assert_eq!(heap.stats().in_use, 0, "spans left in use");
+}
+
+/// A fresh cache's first refills of a class come from the class's shared
+/// span (it owns no span, the objects go through its stash); past
+/// `SHARED_REFILLS` it takes that span over and goes on in it; a cache
+/// handed to a new thread starts over. Two caches' batches share the span.
+#[test]
+fn first_refills_come_from_the_shared_span_then_the_cache_takes_it_over() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(64);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let mut a = MCache::new();
+    let mut b = MCache::new();
+    let mut objs: Vec<(*mut u8, u64)> = Vec::new();
+    let take = |cache: &mut MCache, objs: &mut Vec<(*mut u8, u64)>| {
+        let p = cache.alloc(class, &central);
+        assert!(!p.is_null());
+        let tag = objs.len() as u64;
+        // SAFETY: just allocated, ours.
+        unsafe { stamp(p, size, tag) };
+        objs.push((p, tag));
+    };
+    // Both caches' first objects: one span between them, owned by neither.
+    take(&mut a, &mut objs);
+    take(&mut b, &mut objs);
+    let shared = span_of(heap, objs[0].0);
+    assert!(
+        std::ptr::eq(shared, span_of(heap, objs[1].0)),
+        "two shared spans"
+    );
+    assert_eq!(heap.stats().in_use, SIZE_CLASSES.span_bytes_of_class(class));
+    assert!(a.current_span(class).is_none() && b.current_span(class).is_none());
+    assert_eq!((a.shared_refills(class), b.shared_refills(class)), (1, 1));
+
+    // A allocates until its refills from the shared span are used up: then
+    // the next refill takes the shared span itself as its current span.
+    while a.shared_refills(class) < mcache::SHARED_REFILLS {
+        take(&mut a, &mut objs);
+    }
+    assert!(a.current_span(class).is_none());
+    while a.current_span(class).is_none() {
+        take(&mut a, &mut objs);
+    }
+    assert!(
+        std::ptr::eq(a.current_span(class).unwrap(), shared),
+        "the cache took another span than the shared one"
+    );
+    assert_eq!(heap.stats().in_use, SIZE_CLASSES.span_bytes_of_class(class));
+    let distinct: HashSet<usize> = objs.iter().map(|&(p, _)| p as usize).collect();
+    assert_eq!(distinct.len(), objs.len(), "an object handed out twice");
+
+    // Handed to a new thread, a cache starts its shared refills over.
+    a.new_thread();
+    assert_eq!(a.shared_refills(class), 0);
+
+    // Everything freed (through each cache's free path), contents checked.
+    for (i, &(p, tag)) in objs.iter().enumerate() {
+        let cache = if i == 1 { &mut b } else { &mut a };
+        // SAFETY: allocated and stamped above; freed once.
+        unsafe {
+            verify(p, size, tag);
+            cache.free(span_of(heap, p), p, &central);
+        }
+    }
+    a.flush(&central);
+    b.flush(&central);
+    drain(&central, class);
+    assert_eq!(heap.stats().in_use, 0);
+    heap.check_invariants();
 }

@@ -49,8 +49,8 @@
 //! work does not lengthen the class's critical section.
 
 use crate::objects::{
-    FLAGS, IN_CENTRAL, NOTIFIED, absorb_remote, carve_batch, join, list_len_tail, prepend,
-    push_remote, push_remote_chain, take_remote, try_mark_full,
+    FLAGS, IN_CENTRAL, NOTIFIED, absorb_remote, carve, carve_batch, cut, has_remote, join,
+    list_len_tail, prepend, push_list, push_remote, push_remote_chain, take_remote, try_mark_full,
 };
 use crate::source::SpanSource;
 use core::ptr;
@@ -73,7 +73,16 @@ const IN_FULL: u8 = 2;
 struct Lists {
     partial: *mut Span,
     full: *mut Span,
+    /// The class's shared span (see [`Centrals::take_batch`]), or null:
+    /// on no list, owned by the class lock the way a cache owns its spans
+    /// (remote flags clear, `owner` [`SHARED_OWNER`]), its free objects on
+    /// its own list.
+    shared: *mut Span,
 }
+
+/// The `SpanObjects::owner` of a class's shared span: no cache's id (ids
+/// count up from 1), so every cache frees its objects as another thread's.
+pub const SHARED_OWNER: usize = usize::MAX;
 
 // SAFETY: the lists point to span records, which are not tied to a thread;
 // they are only reached under the class lock.
@@ -174,6 +183,7 @@ impl ClassCentral {
                 lists: Mutex::new(Lists {
                     partial: ptr::null_mut(),
                     full: ptr::null_mut(),
+                    shared: ptr::null_mut(),
                 }),
                 counters: Counters {
                     spans_from_source: AtomicU64::new(0),
@@ -236,6 +246,9 @@ impl<SS: SpanSource> Centrals<SS> {
         let c = &self.classes[class];
         {
             let mut lists = c.lists.lock();
+            if let Some(g) = Self::hand_out_shared(&mut lists) {
+                return Some(g);
+            }
             let head = lists.partial;
             if !head.is_null() {
                 // SAFETY: listed spans are valid records; lock held.
@@ -283,6 +296,28 @@ impl<SS: SpanSource> Centrals<SS> {
         let class = span.size_class() as usize;
         let c = &self.classes[class];
         let mut lists = c.lists.lock();
+        // SAFETY: caller's contract; lock held.
+        if unsafe { Self::file_locked(c, &mut lists, span, free) } {
+            // Every object is free: no thread holds a pointer into the span,
+            // so no remote free can race with giving it back.
+            drop(lists);
+            c.counters.spans_to_source.fetch_add(1, Relaxed);
+            // SAFETY: the span came from this source and is unused.
+            unsafe { self.source.free_span(span) };
+        }
+    }
+
+    /// The central list takes over `span`, owned until now by a cache or
+    /// as the shared span, with `free`, free objects of it: takes its remote
+    /// stack (setting `IN_CENTRAL | NOTIFIED`) and files it as partial or
+    /// full. Returns `true`, filing nothing, when every object is free: the
+    /// caller gives it back to the source after dropping the lock.
+    ///
+    /// # Safety
+    ///
+    /// `lists` is the class's, locked; the caller owns `span` and gives it
+    /// up; `free` lists free objects of `span` only.
+    unsafe fn file_locked(c: &ClassCentral, lists: &mut Lists, span: &Span, free: *mut u8) -> bool {
         let remote = take_remote(span, IN_CENTRAL | NOTIFIED);
         // SAFETY: both lists hold free objects of `span`, which we own.
         let (mut head, mut n) = unsafe { join(free, remote) };
@@ -301,13 +336,7 @@ impl<SS: SpanSource> Centrals<SS> {
         let carved = o.carved.with(|p| unsafe { *p }) as usize;
         let uncarved = span.nelems() - carved;
         if n + uncarved == span.nelems() {
-            // Every object is free: no thread holds a pointer into the span,
-            // so no remote free can race with giving it back.
-            drop(lists);
-            c.counters.spans_to_source.fetch_add(1, Relaxed);
-            // SAFETY: the span came from this source and is unused.
-            unsafe { self.source.free_span(span) };
-            return;
+            return true;
         }
         if n > 0 || uncarved > 0 || !try_mark_full(span) {
             // SAFETY: lock held; the span is in no list.
@@ -317,6 +346,116 @@ impl<SS: SpanSource> Centrals<SS> {
             // SAFETY: as above.
             unsafe { lists.push(span, IN_FULL) };
             c.counters.full.fetch_add(1, Relaxed);
+        }
+        false
+    }
+
+    /// Hands the class's shared span to a cache, with its free objects, if
+    /// it has any to give (on its list, never carved, or on its remote
+    /// stack); the class has no shared span afterwards. A thread that
+    /// outgrows [`take_batch`](Self::take_batch) so goes on in the span its
+    /// batches came from, instead of touching a fresh one.
+    fn hand_out_shared(lists: &mut Lists) -> Option<Grant<'static>> {
+        // SAFETY: the shared span is a valid record (span records live as
+        // long as the heap); the lock guards it.
+        let span: &'static Span = unsafe { lists.shared.as_ref()? };
+        let o = &span.objects;
+        // SAFETY: the class lock owns the shared span's list.
+        let (nfree, carved) = unsafe { (o.nfree.with(|p| *p), o.carved.with(|p| *p)) };
+        if nfree == 0 && carved as usize == span.nelems() && !has_remote(span) {
+            return None;
+        }
+        lists.shared = ptr::null_mut();
+        // Its remote flags are clear already: only the stack moves.
+        let remote = take_remote(span, 0);
+        // SAFETY: as above; the list goes to the cache with the span.
+        let local = unsafe {
+            o.nfree.with_mut(|p| *p = 0);
+            o.free
+                .with_mut(|p| core::mem::replace(&mut *p, ptr::null_mut()))
+        };
+        // SAFETY: both lists are free objects of the span, ours to hand out.
+        let free = unsafe { prepend(remote, local) };
+        Some(Grant { span, free })
+    }
+
+    /// Up to `max` (at least 1) free objects of `class`, linked, and how
+    /// many: for a thread cache that has allocated little of the class, so
+    /// that threads that each use a class a little share its pages instead
+    /// of holding a span each (the thread-churn workload: 100 objects over
+    /// some 30 classes per thread). They come from the class's *shared
+    /// span*, which the class lock owns as a cache owns its span: its own
+    /// list first, then its remote stack (where every cache's frees of its
+    /// objects land), then never-carved objects; once it is exhausted it is
+    /// filed like a span a cache gives back, and a partial span (else a
+    /// fresh one) becomes the shared span. `(null, 0)` when the span source
+    /// is out of memory.
+    pub fn take_batch(&self, class: usize, max: usize) -> (*mut u8, usize) {
+        let c = &self.classes[class];
+        let mut lists = c.lists.lock();
+        loop {
+            if lists.shared.is_null() {
+                let head = lists.partial;
+                let span = if head.is_null() {
+                    // Holding a class lock while calling the source is in
+                    // the lock order (see the module docs).
+                    let Some(span) = self.source.alloc_span(class) else {
+                        return (ptr::null_mut(), 0);
+                    };
+                    c.counters.spans_from_source.fetch_add(1, Relaxed);
+                    span
+                } else {
+                    // SAFETY: listed spans are valid records; lock held.
+                    let span = unsafe { &*head };
+                    // SAFETY: lock held; `span` is on the partial list.
+                    unsafe { lists.remove(span, IN_PARTIAL) };
+                    c.counters.partial.fetch_sub(1, Relaxed);
+                    // Owned like a cache's span: remote flags clear (in
+                    // the same swap that takes the stack, so no push is
+                    // lost), the stack in front of its own list.
+                    let remote = take_remote(span, 0);
+                    // SAFETY: the class lock owns the span's list; the
+                    // stack is free objects of it.
+                    unsafe { push_list(span, remote) };
+                    span
+                };
+                span.objects.owner.store(SHARED_OWNER, Relaxed);
+                lists.shared = ptr::from_ref(span).cast_mut();
+            }
+            // SAFETY: the shared span is a valid record the lock owns.
+            let span = unsafe { &*lists.shared };
+            // SAFETY: the class lock owns the shared span's list.
+            let (head, n) = unsafe { cut(span, max) };
+            if n > 0 {
+                return (head, n);
+            }
+            if has_remote(span) {
+                // SAFETY: as above.
+                unsafe { absorb_remote(span, 0) };
+                // SAFETY: as above.
+                let (head, n) = unsafe { cut(span, max) };
+                if n > 0 {
+                    return (head, n);
+                }
+            }
+            // SAFETY: the class lock owns the span, as a cache would.
+            let (head, n) = unsafe { carve(span, max) };
+            if n > 0 {
+                return (head, n);
+            }
+            // Exhausted: file it as a cache would give it back.
+            lists.shared = ptr::null_mut();
+            span.objects.owner.store(0, Relaxed);
+            // SAFETY: lock held; the span is ours to give up, its own list
+            // empty.
+            if unsafe { Self::file_locked(c, &mut lists, span, ptr::null_mut()) } {
+                // Every object came back meanwhile.
+                drop(lists);
+                c.counters.spans_to_source.fetch_add(1, Relaxed);
+                // SAFETY: every object is free; the span is from the source.
+                unsafe { self.source.free_span(span) };
+                lists = c.lists.lock();
+            }
         }
     }
 
@@ -386,9 +525,9 @@ impl<SS: SpanSource> Centrals<SS> {
         c.counters.partial.fetch_add(1, Relaxed);
     }
 
-    /// Collects the remote stacks of the partial spans of `class` and gives
-    /// every span whose objects are then all free back to the span source;
-    /// returns how many it gave back. See the module docs (Flows, Locking)
+    /// Collects the remote stacks of the partial spans of `class` (and of
+    /// its shared span) and gives every span whose objects are then all
+    /// free back to the span source; returns how many it gave back. See the module docs (Flows, Locking)
     /// for why and at what cost.
     pub fn sweep(&self, class: usize) -> usize {
         let c = &self.classes[class];
@@ -398,6 +537,26 @@ impl<SS: SpanSource> Centrals<SS> {
         let mut count = 0;
         {
             let mut lists = c.lists.lock();
+            // SAFETY: a shared span is a valid record the lock owns.
+            if let Some(span) = unsafe { lists.shared.as_ref() } {
+                let o = &span.objects;
+                // SAFETY: the class lock owns the shared span's list; its
+                // remote flags stay clear.
+                let (nfree, carved) = unsafe {
+                    absorb_remote(span, 0);
+                    (o.nfree.with(|p| *p), o.carved.with(|p| *p))
+                };
+                if nfree == carved {
+                    // No object is out: no remote free can race with
+                    // giving it back.
+                    lists.shared = ptr::null_mut();
+                    o.owner.store(0, Relaxed);
+                    // SAFETY: on no list: its links are ours.
+                    o.next.with_mut(|p| unsafe { *p = freed });
+                    freed = ptr::from_ref(span).cast_mut();
+                    count += 1;
+                }
+            }
             let mut s = lists.partial;
             while !s.is_null() {
                 // SAFETY: listed spans are valid records; lock held.
@@ -509,8 +668,8 @@ impl<SS: SpanSource> Centrals<SS> {
 }
 
 /// Checks the structure of one class's lists under its lock (for tests):
-/// every listed span has the right list tag and flags, and full spans have
-/// nothing to give. Returns the number of (partial, full) spans.
+/// every listed span has the right list tag and flags, full spans have
+/// nothing to give, and the shared span is on no list with its flags clear. Returns the number of (partial, full) spans.
 ///
 /// # Panics
 ///
@@ -520,6 +679,20 @@ impl<SS: SpanSource> Centrals<SS> {
     pub fn check_class(&self, class: usize) -> (usize, usize) {
         let c = &self.classes[class];
         let lists = c.lists.lock();
+        // SAFETY: a shared span is a valid record; lock held.
+        if let Some(span) = unsafe { lists.shared.as_ref() } {
+            let o = &span.objects;
+            assert_eq!(
+                span.size_class() as usize,
+                class,
+                "shared span of another class"
+            );
+            // SAFETY: lock held.
+            let tag = o.list.with(|p| unsafe { *p });
+            assert_eq!(tag, IN_NO_LIST, "shared span on a list");
+            assert_eq!(o.remote.load(Relaxed) & FLAGS, 0, "shared span flags");
+            assert_eq!(o.owner.load(Relaxed), SHARED_OWNER, "shared span owner");
+        }
         let mut counts = [0usize; 2];
         for (i, (mut s, which)) in [(lists.partial, IN_PARTIAL), (lists.full, IN_FULL)]
             .into_iter()

@@ -8,10 +8,12 @@
 //! ([`Centrals::cache_span`]), takes spans back ([`Centrals::uncache_span`]),
 //! takes objects freed by threads that do not own their span
 //! ([`Centrals::free_remote`], lock-free except for the one free that finds
-//! a span full), gets fresh spans from a [`SpanSource`] when it has none,
+//! a span full), hands a few objects of the class's *shared span* to a
+//! cache that has allocated little of the class ([`Centrals::take_batch`]),
+//! gets fresh spans from a [`SpanSource`] when it has none,
 //! and gives a span back to the source once all of its objects are free.
 //!
-//! It owns: the partial and full lists of each class, the remote-free
+//! It owns: the partial and full lists and the shared span of each class, the remote-free
 //! protocol on each span's `SpanObjects` ([`objects`]), and per-class
 //! counters. It may call: a [`SpanSource`] (the page heap in production, a
 //! fake in tests and loom models); `mheap` for the span record and the
@@ -53,5 +55,5 @@ mod central;
 pub mod objects;
 mod source;
 
-pub use central::{Centrals, ClassCentral, ClassStats, Grant};
+pub use central::{Centrals, ClassCentral, ClassStats, Grant, SHARED_OWNER};
 pub use source::SpanSource;

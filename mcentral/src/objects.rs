@@ -296,6 +296,59 @@ pub unsafe fn absorb_remote(span: &Span, flags: usize) {
     }
 }
 
+/// Puts `list`, free objects of `span`, in front of the span's own free
+/// list, counted in `nfree`.
+///
+/// # Safety
+///
+/// The caller owns the span's own list (as for [`absorb_remote`]); `list`
+/// is a list of free objects of the span the caller owns.
+pub unsafe fn push_list(span: &Span, list: *mut u8) {
+    // SAFETY: caller's contract.
+    let (n, tail) = unsafe { list_len_tail(list) };
+    if n > 0 {
+        let o = &span.objects;
+        // SAFETY: caller's contract; `tail` ends `list`.
+        unsafe {
+            set_next(tail, o.free.with(|p| *p));
+            o.free.with_mut(|p| *p = list);
+            o.nfree.with_mut(|p| *p += n as u32);
+        }
+    }
+}
+
+/// Cuts up to `max` objects off the front of the span's own free list;
+/// returns them as a list and how many (0 when the list is empty).
+///
+/// # Safety
+///
+/// The caller owns the span's own list (as for [`absorb_remote`]).
+pub unsafe fn cut(span: &Span, max: usize) -> (*mut u8, usize) {
+    let o = &span.objects;
+    // SAFETY: caller's contract.
+    let head = o.free.with(|p| unsafe { *p });
+    let (mut n, mut tail, mut p) = (0, ptr::null_mut(), head);
+    while n < max && !p.is_null() {
+        tail = p;
+        // SAFETY: `p` is on the span's free list, which the caller owns.
+        p = unsafe { next_of(p) };
+        n += 1;
+    }
+    if n > 0 {
+        // SAFETY: as above; `tail` is the last object cut.
+        unsafe {
+            set_next(tail, ptr::null_mut());
+            o.free.with_mut(|q| *q = p);
+            #[cfg(not(gomalloc_loom_broken = "batch"))]
+            o.nfree.with_mut(|q| *q -= n as u32);
+        }
+        // Broken on purpose: the span still counts the objects it handed
+        // out as free, so it looks wholly free (and goes back to the
+        // source) while they are in use.
+    }
+    (head, n)
+}
+
 /// Puts list `a` in front of list `b`; returns the head. Walks `a` only
 /// (to find its tail): `b` may be a span's long, cold free list that
 /// nothing needs counted.

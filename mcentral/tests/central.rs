@@ -764,3 +764,169 @@ fn counts_handed_over_by_caches_add_up() {
         carve_batch(48)
     );
 }
+
+/// Takes batches of `class` until `count` objects are out; returns them.
+fn take_batches(
+    central: &Centrals<&MHeap<FixedRegion>>,
+    class: usize,
+    max: usize,
+    count: usize,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let (head, n) = central.take_batch(class, max.min(count - out.len()));
+        assert!(
+            n >= 1 && n <= max,
+            "a batch of {n}, asked for at most {max}"
+        );
+        // SAFETY: the batch's objects are ours.
+        let got = unsafe { collect(head) };
+        assert_eq!(got.len(), n, "take_batch's count and list disagree");
+        out.extend(got);
+    }
+    out
+}
+
+#[test]
+fn batches_share_one_span_reuse_what_came_home_and_go_back_once_all_are_free() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = class_of(48);
+    let size = SIZE_CLASSES.size_of_class(class);
+    let span_bytes = SIZE_CLASSES.span_bytes_of_class(class);
+
+    // Three "threads" take three batches each: every object distinct, all
+    // of one span, which sits on no list.
+    let objs = take_batches(&central, class, 8, 72);
+    let distinct: HashSet<usize> = objs.iter().copied().collect();
+    assert_eq!(distinct.len(), objs.len(), "an object handed out twice");
+    // SAFETY: the objects are allocated.
+    let span = unsafe { central.source().span_of(objs[0] as *mut u8) };
+    assert!(
+        objs.iter().all(|&o| span.contains(o)),
+        "batches of two spans"
+    );
+    assert_eq!(
+        span.objects
+            .owner
+            .load(std::sync::atomic::Ordering::Relaxed),
+        mcentral::SHARED_OWNER
+    );
+    assert_eq!(heap.stats().in_use, span_bytes, "one span for every batch");
+    assert_eq!(
+        central.check_class(class),
+        (0, 0),
+        "the shared span is on no list"
+    );
+    for &o in &objs {
+        // SAFETY: ours.
+        unsafe { stamp(o, size) };
+    }
+
+    // A batch's worth comes home remotely: the next batches re-use exactly
+    // those objects before carving new ones.
+    let (home, kept) = objs.split_at(16);
+    for &o in home {
+        // SAFETY: allocated, stamped, not used again.
+        unsafe {
+            verify(o, size);
+            central.free_remote(span, o as *mut u8);
+        }
+    }
+    let again = take_batches(&central, class, 8, 16);
+    let again_set: HashSet<usize> = again.iter().copied().collect();
+    let home_set: HashSet<usize> = home.iter().copied().collect();
+    assert_eq!(
+        again_set, home_set,
+        "batches carved instead of re-using freed objects"
+    );
+    assert_eq!(heap.stats().in_use, span_bytes);
+
+    // Not wholly free: a sweep keeps it; then everything comes home and a
+    // sweep gives it back.
+    assert_eq!(central.sweep(class), 0, "the shared span has live objects");
+    for &o in kept.iter().chain(&again) {
+        // SAFETY: allocated, not used again.
+        unsafe { central.free_remote(span, o as *mut u8) };
+    }
+    assert_eq!(
+        central.sweep(class),
+        1,
+        "a wholly free shared span goes back"
+    );
+    assert_eq!(heap.stats().in_use, 0);
+    assert_eq!(central.check_class(class), (0, 0));
+    heap.check_invariants();
+}
+
+#[test]
+fn an_exhausted_shared_span_is_filed_and_a_cache_takes_the_next_one_over() {
+    let heap = heap(16);
+    let central = Centrals::new(heap);
+    let class = NUM_CLASSES - 1;
+    let nelems = SIZE_CLASSES.objects_of_class(class);
+
+    // One object per batch: the first span's every object, then one more,
+    // which comes from a second span; the first is filed full.
+    let first = take_batches(&central, class, 1, nelems);
+    // SAFETY: allocated objects.
+    let s1 = unsafe { central.source().span_of(first[0] as *mut u8) };
+    assert!(first.iter().all(|&o| s1.contains(o)));
+    assert_eq!(
+        central.check_class(class),
+        (0, 0),
+        "still shared while it has objects"
+    );
+    let next = take_batches(&central, class, 1, 1);
+    assert!(
+        !s1.contains(next[0]),
+        "an exhausted span gave another object"
+    );
+    assert_eq!(
+        central.check_class(class),
+        (0, 1),
+        "the exhausted span is filed full"
+    );
+
+    // A free into the full span notifies it to partial.
+    // SAFETY: allocated, not used again.
+    unsafe { central.free_remote(s1, first[0] as *mut u8) };
+    assert_eq!(central.check_class(class), (1, 0));
+
+    // A cache that outgrows its batches takes the shared span over (the
+    // pages the batches touched), with its objects, before any partial one.
+    // SAFETY: allocated.
+    let s2 = unsafe { central.source().span_of(next[0] as *mut u8) };
+    let g = central.cache_span(class).unwrap();
+    assert!(
+        std::ptr::eq(g.span, s2),
+        "the cache got another span than the shared one"
+    );
+    assert!(
+        g.free.is_null(),
+        "the shared span had no free object, only never-carved ones"
+    );
+    // SAFETY: the cache owns s2 now.
+    let rest = unsafe { carve_all(s2) };
+    assert_eq!(rest.len(), nelems - 1);
+    // With no shared span, the next batch takes the partial span over.
+    let b = take_batches(&central, class, 1, 1);
+    assert_eq!(b[0], first[0], "the partial span's free object");
+    assert_eq!(central.check_class(class), (0, 0));
+
+    // Everything home: the cache gives s2 back, the frees empty s1.
+    // SAFETY: we own s2 and every object of it is free.
+    unsafe {
+        central.uncache_span(
+            s2,
+            link(&rest.iter().chain(&next).copied().collect::<Vec<_>>()),
+        )
+    };
+    for &o in first.iter().skip(1).chain(&b) {
+        // SAFETY: allocated, not used again.
+        unsafe { central.free_remote(s1, o as *mut u8) };
+    }
+    assert_eq!(central.sweep(class), 1);
+    assert_eq!(heap.stats().in_use, 0);
+    heap.check_invariants();
+}

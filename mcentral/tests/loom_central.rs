@@ -34,6 +34,7 @@
 //! | [`last_free_races_cache_and_uncache`] | the last frees into a full span vs a cache taking and returning a span | `notify` |
 //! | [`handout_and_takeback_under_contention`] | two caches `cache_span`/`uncache_span` vs a remote free | `handout` |
 //! | [`sweep_races_remote_frees_and_a_cache`] | `sweep` of a partial span vs the remote frees of its last objects and a cache taking and returning a span | `sweep` |
+//! | [`batches_race_remote_frees_and_a_sweep`] | `take_batch` from the shared span (its own list, remote stack, carving) vs remote frees of its objects and a `sweep` | `batch` |
 
 #![cfg(gomalloc_loom)]
 
@@ -237,6 +238,57 @@ fn sweep_races_remote_frees_and_a_cache() {
             "a wholly free span stays listed after a sweep"
         );
         assert_eq!(c.source().live_spans(), 0, "a wholly free span kept");
+        drain_and_check(&c);
+    });
+}
+
+/// (f) Batches of the class's shared span race remote frees into it and a
+/// sweep: the main thread takes a one-object batch (carved), a second
+/// thread frees that object remotely while a third takes two batches of up
+/// to two objects (the freed object off the remote stack, or never-carved
+/// ones) and frees each batch remotely in turn, and the main thread sweeps
+/// meanwhile. After the joins a sweep finds the shared span wholly free
+/// and gives it back. Broken by `batch` (a batch cut from the span's own
+/// list leaves its objects counted free: the span goes back to the source
+/// with an object out, or never looks wholly free again).
+#[test]
+fn batches_race_remote_frees_and_a_sweep() {
+    model(4, || {
+        let c = new_central(2, 2048);
+        let (head, n) = c.take_batch(CLASS, 1);
+        assert_eq!(n, 1, "a fresh shared span carves the batch");
+        c.source().take_obj(head);
+        let a = head as usize;
+        let freer = {
+            let c = Arc::clone(&c);
+            loom::thread::spawn(move || free_remote(&c, a))
+        };
+        let taker = {
+            let c = Arc::clone(&c);
+            loom::thread::spawn(move || {
+                for _ in 0..2 {
+                    let (head, n) = c.take_batch(CLASS, 2);
+                    assert!(n >= 1, "fake source exhausted");
+                    let objs = list_to_vec(head, 2);
+                    assert_eq!(objs.len(), n, "take_batch's count and list disagree");
+                    for &o in &objs {
+                        c.source().take_obj(o as *mut u8);
+                    }
+                    for &o in &objs {
+                        free_remote(&c, o);
+                    }
+                }
+            })
+        };
+        c.sweep(CLASS);
+        freer.join().unwrap();
+        taker.join().unwrap();
+        c.sweep(CLASS);
+        assert_eq!(
+            c.source().live_spans(),
+            0,
+            "a wholly free shared span kept after a sweep"
+        );
         drain_and_check(&c);
     });
 }

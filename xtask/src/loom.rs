@@ -99,6 +99,12 @@ const MODELS: &[Model] = &[
         broken: "sweep",
     },
     Model {
+        package: "mcentral",
+        test: "loom_central",
+        name: "batches_race_remote_frees_and_a_sweep",
+        broken: "batch",
+    },
+    Model {
         package: "mcache",
         test: "loom_cache",
         name: "refill_races_remote_frees",
@@ -136,6 +142,7 @@ const VARIANTS: &[&str] = &[
     "stash",
     "sweep",
     "trim",
+    "batch",
 ];
 
 /// What the command line asks for.
