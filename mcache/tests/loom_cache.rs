@@ -29,6 +29,7 @@
 //! | [`flush_races_remote_frees`] | a cache's flush (thread exit) vs remote frees of objects it allocated | `flush` |
 //! | [`stash_drain_races_owner_flush`] | another cache stashes the owner's objects, re-uses one, and flushes (its stash drains to the remote stacks) vs the owner's allocation, free and flush | `stash` |
 //! | [`trim_races_remote_frees`] | a cache's `trim` (collect the stacks of its full and current spans, give back the wholly free ones) vs two remote frees into its full span | `trim` |
+//! | [`shared_refills_race_remote_frees_and_a_takeover`] | a fresh cache's refills from the shared span, then its takeover of that span (`cache_span`), vs a remote free into it | `take_remote` |
 
 #![cfg(gomalloc_loom)]
 
@@ -47,6 +48,17 @@ fn spawn_big<T: Send + 'static>(
         .stack_size(1 << 20)
         .spawn(f)
         .expect("spawn")
+}
+
+/// A cache that takes spans of its own from its first refill (no shared
+/// refills until it flushes): the models below but the last are about the
+/// spans a cache owns; the shared span's batches have their own models
+/// (`shared_refills_race_remote_frees_and_a_takeover` here,
+/// `batches_race_remote_frees_and_a_sweep` in `loom_central.rs`).
+fn owning_cache() -> Box<MCache> {
+    let mut cache = Box::new(MCache::new());
+    cache.skip_shared_refills();
+    cache
 }
 
 /// Allocates an object of `CLASS` from `cache` and takes it.
@@ -77,7 +89,7 @@ fn free(cache: &mut MCache, c: &Central, obj: usize) {
 fn refill_races_remote_frees() {
     model(4, || {
         let c = new_central(2, 4096);
-        let mut cache = Box::new(MCache::new());
+        let mut cache = owning_cache();
         let objs = [alloc(&mut cache, &c), alloc(&mut cache, &c)];
         let threads: Vec<_> = objs
             .iter()
@@ -106,7 +118,7 @@ fn refill_races_remote_frees() {
 fn flush_races_remote_frees() {
     model(8, || {
         let c = new_central(2, 2048);
-        let mut cache = Box::new(MCache::new());
+        let mut cache = owning_cache();
         // Four objects a span, carved two at a time: after three
         // allocations the cache's list holds the fourth.
         let objs = [
@@ -150,7 +162,7 @@ fn stash_free(cache: &mut MCache, c: &Central, obj: usize) {
 fn stash_drain_races_owner_flush() {
     model(4, || {
         let c = new_central(2, 2048);
-        let mut owner = Box::new(MCache::new());
+        let mut owner = owning_cache();
         let objs = [alloc(&mut owner, &c), alloc(&mut owner, &c)];
         let other = {
             let c = Arc::clone(&c);
@@ -185,7 +197,7 @@ fn stash_drain_races_owner_flush() {
 fn trim_races_remote_frees() {
     model(8, || {
         let c = new_central(2, 4096);
-        let mut cache = Box::new(MCache::new());
+        let mut cache = owning_cache();
         // One object carved at a time: the third allocation parks the
         // exhausted first span as full and takes a second one.
         let objs = [
@@ -218,6 +230,43 @@ fn trim_races_remote_frees() {
             "trim kept the current span"
         );
         assert_eq!(c.source().live_spans(), 0, "a wholly free span kept");
+        drain_and_check(&c);
+    });
+}
+
+/// A fresh cache's first refills come from the class's shared span (one
+/// object a batch for this class), while another thread frees the first
+/// object remotely: the second batch takes it off the shared span's remote
+/// stack, or carves the other object. Then the cache is past its shared
+/// refills and takes the shared span over (`cache_span` hands it out with
+/// its list and remote stack) while the free may still be landing; it
+/// allocates from it, frees everything and flushes, and a sweep gives back
+/// whatever shared span is left: every object and span comes back exactly
+/// once. Broken by `take_remote` (the takeover's swap of the remote stack
+/// split into a load and a write loses the free).
+#[test]
+fn shared_refills_race_remote_frees_and_a_takeover() {
+    model(4, || {
+        let c = new_central(2, 2048);
+        let mut cache = Box::new(MCache::new());
+        let first = alloc(&mut cache, &c);
+        assert!(
+            cache.current_span(CLASS).is_none(),
+            "the first refill took a span instead of a shared batch"
+        );
+        let freer = {
+            let c = Arc::clone(&c);
+            loom::thread::spawn(move || free_remote(&c, first))
+        };
+        let second = alloc(&mut cache, &c);
+        cache.skip_shared_refills();
+        let third = alloc(&mut cache, &c);
+        freer.join().unwrap();
+        for o in [second, third] {
+            free(&mut cache, &c, o);
+        }
+        cache.flush(&*c);
+        c.sweep(CLASS);
         drain_and_check(&c);
     });
 }

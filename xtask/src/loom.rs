@@ -128,6 +128,12 @@ const MODELS: &[Model] = &[
         name: "trim_races_remote_frees",
         broken: "trim",
     },
+    Model {
+        package: "mcache",
+        test: "loom_cache",
+        name: "shared_refills_race_remote_frees_and_a_takeover",
+        broken: "take_remote",
+    },
 ];
 
 /// The values of `gomalloc_loom_broken`, as registered in the root
