@@ -194,42 +194,32 @@ pub const SHARED_REFILLS: u8 = 4;
 /// object, at most 8).
 pub const SHARED_BATCH_BYTES: usize = 1024;
 
-/// Objects per shared refill, per class.
-const SHARED_BATCH: [u8; NUM_CLASSES] = {
-    let mut n = [0u8; NUM_CLASSES];
+/// Per class (index 0 unused): how many objects make `bytes`, clamped to
+/// `min..=max`.
+const fn objects_per_class(bytes: usize, min: u32, max: u32) -> [u32; NUM_CLASSES] {
+    let mut n = [0u32; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        let k = SHARED_BATCH_BYTES / sizeclass::SIZE_CLASSES.size_of_class(c);
-        n[c] = if k < 1 {
-            1
-        } else if k > 8 {
-            8
+        let k = bytes / sizeclass::SIZE_CLASSES.size_of_class(c);
+        n[c] = if k < min as usize {
+            min
+        } else if k > max as usize {
+            max
         } else {
-            k as u8
+            k as u32
         };
         c += 1;
     }
     n
-};
+}
+
+/// Objects per shared refill, per class: [`SHARED_BATCH_BYTES`] worth, at
+/// least 1 and at most 8.
+const SHARED_BATCH: [u32; NUM_CLASSES] = objects_per_class(SHARED_BATCH_BYTES, 1, 8);
 
 /// How many objects the stash of each class holds at most:
 /// [`STASH_BYTES`] worth, at least 2 and at most 64.
-const STASH_CAP: [u32; NUM_CLASSES] = {
-    let mut caps = [0u32; NUM_CLASSES];
-    let mut c = 1;
-    while c < NUM_CLASSES {
-        let n = STASH_BYTES / sizeclass::SIZE_CLASSES.size_of_class(c);
-        caps[c] = if n < 2 {
-            2
-        } else if n > 64 {
-            64
-        } else {
-            n as u32
-        };
-        c += 1;
-    }
-    caps
-};
+const STASH_CAP: [u32; NUM_CLASSES] = objects_per_class(STASH_BYTES, 2, 64);
 
 /// What a thread cache needs from the tier below.
 ///
