@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 static GLOBAL: GoMalloc = GoMalloc;
 
 mod common;
+#[path = "../../mheap/tests/rss/mod.rs"]
 mod rss;
 use common::{check, fill};
 use rss::rss;

@@ -17,6 +17,7 @@ use std::alloc::{Layout, alloc, dealloc};
 static GLOBAL: GoMalloc = GoMalloc;
 
 mod common;
+#[path = "../../mheap/tests/rss/mod.rs"]
 mod rss;
 use common::{check, fill};
 use rss::rss;

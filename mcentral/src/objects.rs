@@ -282,18 +282,10 @@ pub unsafe fn absorb_remote(span: &Span, flags: usize) {
     if !has_remote(span) {
         return;
     }
-    let o = &span.objects;
     let remote = take_remote(span, flags);
-    // SAFETY: the taken stack is a list of free objects of the span.
-    let (n, tail) = unsafe { list_len_tail(remote) };
-    if n > 0 {
-        // SAFETY: the caller owns the span's list; `tail` ends the taken one.
-        unsafe {
-            set_next(tail, o.free.with(|p| *p));
-            o.free.with_mut(|p| *p = remote);
-            o.nfree.with_mut(|p| *p += n as u32);
-        }
-    }
+    // SAFETY: the caller owns the span's list; the taken stack is a list
+    // of free objects of the span.
+    unsafe { push_list(span, remote) };
 }
 
 /// Puts `list`, free objects of `span`, in front of the span's own free

@@ -9,21 +9,10 @@ use core::ptr::NonNull;
 
 use mheap::source::{OsPageSource, PageSource, ReleaseAdvice, SOURCE_GRANULE};
 
-const MIB: usize = 1 << 20;
+mod rss;
+use rss::rss;
 
-/// Resident bytes of this process: the second field of `/proc/self/statm`
-/// (in pages) times the page size.
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|f| f.parse().ok())
-        .expect("statm has a resident field");
-    // SAFETY: `sysconf` only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * usize::try_from(page).expect("page size")
-}
+const MIB: usize = 1 << 20;
 
 /// Writes every OS page of `len` bytes at `p`.
 fn touch(p: NonNull<u8>, len: usize) {

@@ -15,22 +15,11 @@
 use mheap::{HeapConfig, MHeap, OsPageSource, PAGE_SIZE, ReleaseAdvice, ScavengePolicy, Span};
 use std::time::{Duration, Instant};
 
+mod rss;
+use rss::rss;
+
 const MIB: usize = 1 << 20;
 const MS: u64 = 1_000_000;
-
-/// Resident bytes of this process: the second field of `/proc/self/statm`
-/// (in pages) times the page size.
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|f| f.parse().ok())
-        .expect("statm has a resident field");
-    // SAFETY: `sysconf` only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * usize::try_from(page).expect("page size")
-}
 
 fn touch(span: &Span) {
     for off in (0..span.bytes()).step_by(4096) {

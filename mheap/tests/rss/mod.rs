@@ -1,5 +1,5 @@
-//! The process's resident size, for the tests that watch memory go back to
-//! the OS.
+//! The process's resident size, for the tests (here and in `gomalloc`) that
+//! watch memory go back to the OS.
 
 /// Resident bytes of this process (second field of `/proc/self/statm`).
 pub fn rss() -> usize {
