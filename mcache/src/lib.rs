@@ -575,8 +575,14 @@ pub struct MCache {
     trim_epoch: u64,
     /// Refills served from each class's shared span since the cache was
     /// made, flushed or handed to a new thread (up to [`SHARED_REFILLS`]).
-    shared_refills: [u8; NUM_CLASSES],
+    /// Rounded up to whole words so that the cache has no padding (see
+    /// `init_at`).
+    shared_refills: [u8; REFILL_COUNTERS],
 }
+
+/// Length of `MCache::shared_refills`: a counter per class, rounded up to
+/// whole words.
+const REFILL_COUNTERS: usize = NUM_CLASSES.next_multiple_of(size_of::<usize>());
 
 // SAFETY: the cache owns its spans; it may move to another thread (e.g. a
 // record handed from an exiting thread to a new one) as long as one thread
@@ -596,7 +602,7 @@ impl MCache {
             slots: [const { Slot::empty() }; NUM_CLASSES],
             id: 0,
             trim_epoch: 0,
-            shared_refills: [0; NUM_CLASSES],
+            shared_refills: [0; REFILL_COUNTERS],
         }
     }
 
@@ -1174,7 +1180,7 @@ impl MCache {
     /// the counters over (thread exit). The cache is empty afterwards and
     /// may be used again.
     pub fn flush<C: Central>(&mut self, central: &C) {
-        self.shared_refills = [0; NUM_CLASSES];
+        self.shared_refills = [0; REFILL_COUNTERS];
         for class in 1..NUM_CLASSES {
             #[cfg(not(gomalloc_loom_broken = "stash"))]
             if !self.slots[class].stash.is_null() {
@@ -1314,7 +1320,7 @@ impl MCache {
     /// classes on the shared spans again, as a fresh cache does, for those
     /// it finds no span of.
     pub fn new_thread(&mut self) {
-        self.shared_refills = [0; NUM_CLASSES];
+        self.shared_refills = [0; REFILL_COUNTERS];
     }
 
     /// Makes every class take spans of its own from its next refill on, as
@@ -1322,7 +1328,7 @@ impl MCache {
     /// to a new thread: for a cache known to allocate much of whatever it
     /// allocates, and for tests of span ownership.
     pub fn skip_shared_refills(&mut self) {
-        self.shared_refills = [SHARED_REFILLS; NUM_CLASSES];
+        self.shared_refills = [SHARED_REFILLS; REFILL_COUNTERS];
     }
 
     /// Refills of `class` served from the shared span since the cache was
