@@ -24,13 +24,22 @@
 //!
 //! All of this is guarded by the heap lock.
 
+use crate::pagemap::ADDR_BITS;
 use crate::span::Span;
 use core::ptr;
 use sizeclass::PAGE_SHIFT;
 
 /// Page counts below this have a list each.
 pub(crate) const EXACT_BINS: usize = 128;
-const GROUPS: usize = usize::BITS as usize;
+/// Groups of large lists: one per power of two of a page count up to the
+/// longest request the heap takes (`MHeap::alloc` refuses more pages than
+/// the address space holds), not one per bit of a word: the bins sit in the
+/// heap `static`, whose every byte is resident in every process.
+const GROUPS: usize = ADDR_BITS - PAGE_SHIFT + 1;
+const _: () = assert!(
+    GROUPS <= u64::BITS as usize,
+    "group_mask has a bit per group"
+);
 const SUB_BITS: usize = 4;
 const SUBS: usize = 1 << SUB_BITS;
 /// How many spans of its own list a large request looks at before it goes

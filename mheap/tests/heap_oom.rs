@@ -185,4 +185,18 @@ fn impossible_requests_are_refused() {
         Err(HeapError::BadSize { .. })
     ));
     assert_eq!(heap.stats().mapped, 0, "refused requests take no memory");
+    // The longest request the heap accepts (the whole address space) is
+    // looked up in the free index, whose largest list group it reaches,
+    // and fails for want of memory, at any alignment.
+    let longest = 1 << (48 - mheap::PAGE_SHIFT);
+    for align in [PAGE_SIZE, 1 << 30] {
+        assert!(matches!(
+            heap.alloc_pages(longest, align),
+            Err(HeapError::OutOfMemory(_) | HeapError::AddressOutOfRange)
+        ));
+    }
+    assert!(matches!(
+        heap.alloc_pages(longest + 1, PAGE_SIZE),
+        Err(HeapError::BadSize { .. })
+    ));
 }
