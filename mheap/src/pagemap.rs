@@ -19,8 +19,7 @@
 //! it lives in the executable's data segment, which the kernel maps whole
 //! (fault-around) on the first read: every KiB there is resident in every
 //! process, while an L2 node's untouched pages cost nothing. (11/11 bits
-//! put 14 KiB more in that segment: cache-scratch at one thread peaked
-//! 36 KiB higher, medians of 9.)
+//! put 14 KiB more in that segment.)
 //!
 //! # Synchronisation
 //!
