@@ -11,7 +11,7 @@ use mheap::{
     FaultInjecting, FaultPlan, HeapConfig, MHeap, OsPageSource, PAGE_SHIFT, PAGE_SIZE,
     ReleaseAdvice,
 };
-use sizeclass::{MAX_SMALL_SIZE, SIZE_CLASSES};
+use sizeclass::{MAX_SMALL_SIZE, NUM_CLASSES, SIZE_CLASSES};
 
 /// The page heap of the process.
 ///
@@ -125,9 +125,28 @@ fn small_class(size: usize, align: usize) -> Option<usize> {
     let size = size.max(crate::hardened::MIN_SMALL_SIZE);
     // The common case first: one compare pair and one table load.
     if size <= 1024 && align <= 8 {
-        return Some(SIZE_CLASSES.class_of_upto_1k(size));
+        // SAFETY: a class looked up in `SIZE_CLASSES`.
+        return Some(unsafe { known_class(SIZE_CLASSES.class_of_upto_1k(size)) });
     }
-    small_class_other(size, align)
+    let class = small_class_other(size, align)?;
+    // SAFETY: a class looked up in `SIZE_CLASSES`.
+    Some(unsafe { known_class(class) })
+}
+
+/// `class`, with its bound told to the optimizer: a cache's per-class
+/// arrays are then indexed by it with no bounds check (a compare and a
+/// branch on each malloc and free fast path).
+///
+/// # Safety
+///
+/// `class < NUM_CLASSES`: a class looked up in `SIZE_CLASSES` (every
+/// entry of its tables is one, checked at compile time in `sizeclass`) or
+/// the class of a small-object span (made for such a class).
+#[inline(always)]
+pub(crate) unsafe fn known_class(class: usize) -> usize {
+    // SAFETY: caller's contract.
+    unsafe { core::hint::assert_unchecked(class < NUM_CLASSES) };
+    class
 }
 
 #[inline]

@@ -10,7 +10,7 @@
 
 use crate::global::{
     CENTRAL, HEAP, MOVE_MIN_BYTES, Route, alloc_small, free_large_span, free_large_span_of,
-    free_small_in, move_pages, resize_large, route,
+    free_small_in, known_class, move_pages, resize_large, route,
 };
 use core::ptr;
 use mheap::{PAGE_SIZE, Span};
@@ -53,7 +53,11 @@ pub fn malloc_c(size: usize) -> *mut u8 {
         // Hardened: every object has a second word (see `global::route`).
         #[cfg(feature = "hardened")]
         let s = s.max(crate::hardened::MIN_SMALL_SIZE);
-        return alloc_small(SIZE_CLASSES.class_of_upto_1k(s));
+        // SAFETY: `size <= 1024` rounds to at most 1024 (the optimizer does
+        // not see it through the select, and bounds-checks the table).
+        unsafe { core::hint::assert_unchecked(s <= 1024) };
+        // SAFETY: a class looked up in `SIZE_CLASSES`.
+        return alloc_small(unsafe { known_class(SIZE_CLASSES.class_of_upto_1k(s)) });
     }
     malloc(size, 8)
 }
@@ -70,7 +74,9 @@ fn owned_span(ptr: *mut u8) -> (&'static Span, usize) {
         bad_pointer(ptr);
     };
     let off = addr - span.start();
-    let class = span.size_class() as usize;
+    // SAFETY: an in-use span's class is 0 (large) or the small class it
+    // was made for.
+    let class = unsafe { known_class(span.size_class() as usize) };
     // The start of an object: divide by multiplying (no division on the
     // free path).
     let start = if class == 0 {

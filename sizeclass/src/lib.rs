@@ -144,3 +144,20 @@ const GOMALLOC_TABLE: SizeClasses = match SizeClasses::new(Params::GOMALLOC) {
 // exactly at MAX_SMALL_SIZE.
 const _: () = assert!(NUM_CLASSES <= MAX_CLASSES);
 const _: () = assert!(GOMALLOC_TABLE.size_of_class(NUM_CLASSES - 1) == MAX_SMALL_SIZE);
+
+// Every entry of the two size-to-class tables is a class of the table
+// (below NUM_CLASSES): `gomalloc` tells the optimizer so, and its caches
+// index their per-class arrays by a looked-up class with no bounds check.
+const _: () = {
+    let t = &GOMALLOC_TABLE;
+    let mut i = 0;
+    while i < t.small.len() {
+        assert!((t.small[i] as usize) < NUM_CLASSES);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < t.large.len() {
+        assert!((t.large[i] as usize) < NUM_CLASSES);
+        i += 1;
+    }
+};
